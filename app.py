@@ -1,0 +1,159 @@
+"""AI Creative Studio: ``python app.py`` (web + embedded worker), ``python app.py worker``, ``python app.py models``.
+
+Settings come from ``STUDIO_*`` environment variables (see settings.py); the flags below override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("studio")
+
+
+def _apply_overrides(args: argparse.Namespace) -> None:
+    """Flags become STUDIO_* variables, so this process, its worker child and settings.py agree."""
+    for flag in ("profile", "host", "port", "data_dir", "worker_queues", "worker_name"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            os.environ[f"STUDIO_{flag.upper()}"] = str(value)
+
+
+def _profiles_or_exit(settings):
+    from engine.profiles import ProfileError, load_profiles, select_profile
+
+    profiles = load_profiles(settings.profiles_file, settings.models)
+    try:
+        return profiles, select_profile(profiles, settings.profile)
+    except ProfileError as exc:
+        sys.exit(f"error: {exc}")
+
+
+def start_embedded_worker(profile_name: str) -> subprocess.Popen:
+    env = dict(os.environ, STUDIO_PROFILE=profile_name)
+    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "worker"], env=env, cwd=os.getcwd(), start_new_session=True)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from engine.styles import load_styles
+    from settings import Settings
+    from storage import repo
+    from storage.db import Database
+    from storage.files import FileStore
+    from tasks.celery_app import app as celery_app
+    from tasks.client import StudioClient
+    from ui.services import Services
+    from ui.web import create_app
+
+    settings = Settings()
+    _profiles, profile = _profiles_or_exit(settings)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    db = Database(settings.database)
+    db.migrate()
+    with db.session() as session:
+        owner = repo.ensure_user(session)
+    styles = load_styles()
+    services = Services(db=db, files=FileStore(settings.files), client=StudioClient(db, celery_app, profile, styles),
+                        profile=profile, styles=styles, owner_id=owner.id)
+    worker = start_embedded_worker(profile.name) if settings.embedded_worker and not args.no_worker else None
+    try:
+        print(f"AI Creative Studio on http://{settings.host}:{settings.port} (profile {profile.name}"
+              f"{', images are noise' if profile.is_noise else ''})", flush=True)
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        if worker is not None:
+            stop_process_group(worker)
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    from engine.profiles import ProfileError
+    from settings import Settings
+
+    settings = Settings()
+    _profiles, profile = _profiles_or_exit(settings)
+    if profile.name == "tiny":
+        from engine.tiny import build_tiny_profile, tiny_profile_present
+
+        if not tiny_profile_present(settings.models / "tiny"):
+            print("building the offline tiny profile ...", flush=True)
+            build_tiny_profile(settings.models / "tiny")
+    os.environ["STUDIO_PROFILE"] = profile.name  # the pool processes resolve the same profile
+    from tasks.celery_app import app as celery_app
+
+    try:
+        celery_app.worker_main([
+            "worker", "-Q", ",".join(settings.queues), "-c", "1", "-P", "prefork", "-n", settings.worker_name,
+            "--prefetch-multiplier", "1", "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+        ])
+    except ProfileError as exc:
+        sys.exit(f"error: {exc}")
+
+
+def models(args: argparse.Namespace) -> None:
+    from engine.profiles import load_profiles, model_obtainable
+    from settings import Settings
+
+    settings = Settings()
+    if args.action == "build-tiny":
+        from engine.tiny import build_tiny_profile
+
+        path = build_tiny_profile(settings.models / "tiny")
+        print(f"tiny profile written to {path}")
+        return
+    for name, profile in load_profiles(settings.profiles_file, settings.models).items():
+        print(f"{name}: {profile.label}")
+        for role, spec in profile.roles.items():
+            state = "available" if model_obtainable(spec.model) else "missing (not local, not cached, hub unreachable)"
+            print(f"  {role:10} {spec.model}  [{state}]")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="app.py", description="AI Creative Studio. With no command: start the web app and one embedded worker.",
+    )
+    top.add_argument("--profile", help="model profile: auto (default), sdxl, hunyuan, sd15, tiny, or one you added")
+    top.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    top.add_argument("--port", type=int, help="port to listen on (default 7860)")
+    top.add_argument("--data-dir", help="where the database, broker and files live (default ./data)")
+    top.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    commands = top.add_subparsers(dest="command")
+    worker = commands.add_parser("worker", help="run a worker alone (on a GPU machine), taking jobs from the queues")
+    worker.add_argument("--queues", dest="worker_queues", help="comma-separated queues (default gpu,train,cpu)")
+    worker.add_argument("--name", dest="worker_name", help="worker name, e.g. gpu1@%%h")
+    worker.add_argument("--loglevel", default="INFO")
+    model_cmd = commands.add_parser("models", help="manage model profiles")
+    model_cmd.add_argument("action", choices=["build-tiny", "list"],
+                           help="build-tiny: write the offline tiny profile; list: show profiles and which models are available")
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(ROOT))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
+    _apply_overrides(args)
+    {"worker": run_worker, "models": models}.get(args.command, serve)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The generation cascade: base, optional refiner, then super-resolution stages.
+
+Plain values in (parameters, a profile, a pipeline cache, callbacks), PIL images out. Progress is
+reported on every denoising step; cancellation is checked there too and stops the stage at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import diffusers
+import torch
+from PIL import Image
+
+from engine.loader import PipelineCache
+from engine.params import SAMPLERS, GenerationParams, image_seed
+from engine.profiles import Profile
+
+# The x4 upscaler's noise augmentation of its low-resolution input, as in its model card.
+X4_NOISE_LEVEL = 20
+
+
+class Cancelled(Exception):
+    """The caller asked to stop; raised between denoising steps."""
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    stage: str
+    stage_index: int
+    stage_count: int
+    step: int
+    total_steps: int
+
+    @property
+    def fraction(self) -> float:
+        within = self.step / self.total_steps if self.total_steps else 1.0
+        return min(1.0, (self.stage_index + within) / self.stage_count)
+
+
+@dataclass
+class CascadeResult:
+    images: list[Image.Image]
+    stage_images: dict[str, list[Image.Image]] = field(default_factory=dict)
+
+
+def _set_sampler(pipe: diffusers.DiffusionPipeline, sampler: str) -> None:
+    class_name, extra = SAMPLERS[sampler]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+
+
+def _decode_latents(pipe: diffusers.DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(decoded, output_type="pil")
+
+
+class _StepReporter:
+    """Adapts both diffusers callback styles to one progress callback and one cancel check."""
+
+    def __init__(self, stage: str, index: int, count: int, total: int, progress, should_cancel):
+        self.stage, self.index, self.count, self.total = stage, index, count, total
+        self.progress, self.should_cancel = progress, should_cancel
+
+    def _step(self, step: int) -> None:
+        if self.should_cancel():
+            raise Cancelled(f"cancelled during {self.stage} at step {step}")
+        self.progress(StageProgress(self.stage, self.index, self.count, step, self.total))
+
+    def on_step_end(self, pipe, i, t, callback_kwargs):  # callback_on_step_end style
+        self._step(i + 1)
+        return callback_kwargs
+
+    def legacy(self, i, t, latents):  # callback(step, timestep, latents) style of the upscalers
+        self._step(i + 1)
+
+    def start(self) -> None:
+        self._step(0)
+
+
+def run_cascade(
+    params: GenerationParams,
+    profile: Profile,
+    cache: PipelineCache,
+    progress: Callable[[StageProgress], None] = lambda p: None,
+    should_cancel: Callable[[], bool] = lambda: False,
+    keep_stage_images: bool = False,
+) -> CascadeResult:
+    stages = params.stages
+    count = len(stages)
+    result = CascadeResult(images=[])
+
+    def reporter(stage: str, total: int) -> _StepReporter:
+        r = _StepReporter(stage, stages.index(stage), count, total, progress, should_cancel)
+        r.start()
+        return r
+
+    def generators() -> list[torch.Generator]:
+        # One CPU generator per image: image i of a job is reproducible alone from seed + i.
+        return [torch.Generator("cpu").manual_seed(image_seed(params.seed, i)) for i in range(params.count)]
+
+    prompts = [params.full_prompt] * params.count
+    negatives = [params.full_negative_prompt] * params.count
+    use_refiner = "refiner" in stages
+
+    base = cache.pipeline(profile, "base")
+    _set_sampler(base, params.sampler)
+    base_steps = round(params.steps * profile.refiner_start) if use_refiner else params.steps
+    base_kwargs = dict(
+        prompt=prompts, negative_prompt=negatives, width=params.width, height=params.height,
+        num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators(),
+        callback_on_step_end=reporter("base", base_steps).on_step_end,
+    )
+    if use_refiner:
+        latents = base(**base_kwargs, denoising_end=profile.refiner_start, output_type="latent").images
+        if keep_stage_images:
+            result.stage_images["base"] = _decode_latents(base, latents)
+        refiner = cache.pipeline(profile, "refiner")
+        _set_sampler(refiner, params.sampler)
+        images = refiner(
+            prompt=prompts, negative_prompt=negatives, image=latents, num_inference_steps=params.steps,
+            denoising_start=profile.refiner_start, guidance_scale=params.guidance, generator=generators(),
+            callback_on_step_end=reporter("refiner", params.steps - base_steps).on_step_end,
+        ).images
+        if keep_stage_images:
+            result.stage_images["refiner"] = images
+    else:
+        images = base(**base_kwargs).images
+        if keep_stage_images:
+            result.stage_images["base"] = images
+
+    if "latent_x2" in stages:
+        upscaler = cache.pipeline(profile, "latent_x2")
+        images = upscaler(
+            prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
+            guidance_scale=0, generator=generators(),
+            callback=reporter("latent_x2", profile.upscale_steps).legacy, callback_steps=1,
+        ).images
+        if keep_stage_images:
+            result.stage_images["latent_x2"] = images
+
+    if "x4" in stages:
+        upscaler = cache.pipeline(profile, "x4")
+        images = upscaler(
+            prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
+            guidance_scale=params.guidance, noise_level=X4_NOISE_LEVEL, generator=generators(),
+            callback=reporter("x4", profile.upscale_steps).legacy, callback_steps=1,
+        ).images
+        if keep_stage_images:
+            result.stage_images["x4"] = images
+
+    result.images = images
+    return result

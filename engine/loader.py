@@ -1,0 +1,83 @@
+"""Loading pipelines through ``from_pretrained`` and keeping them in a per-worker cache.
+
+The cache is keyed by (role, model, dtype, device); the second job with the same model loads nothing.
+The refiner borrows the base's VAE and second text encoder instead of loading its own copies.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import diffusers
+import torch
+
+from engine.profiles import Profile, RoleSpec
+
+log = logging.getLogger(__name__)
+
+# Components the refiner takes from the already loaded base pipeline (as SDXL's docs recommend).
+SHARED_WITH_BASE = {"refiner": ("vae", "text_encoder_2")}
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model that is neither a local folder, nor cached, nor downloadable."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    dtype: torch.dtype
+    cpu_offload: bool = False
+
+    @classmethod
+    def choose(cls, device: str = "auto", cpu_offload: bool = False) -> "Placement":
+        """CUDA in half precision when there is a GPU, else the CPU in float32."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        return cls(device=device, dtype=dtype, cpu_offload=cpu_offload and device.startswith("cuda"))
+
+
+class PipelineCache:
+    def __init__(self, placement: Placement):
+        self.placement = placement
+        self._pipelines: dict[tuple[str, str, str, str], diffusers.DiffusionPipeline] = {}
+        self.loads = 0  # from_pretrained calls made, for tests and the health page
+
+    def _key(self, role: str, spec: RoleSpec) -> tuple[str, str, str, str]:
+        return (role, spec.model, str(self.placement.dtype), self.placement.device)
+
+    def pipeline(self, profile: Profile, role: str) -> diffusers.DiffusionPipeline:
+        spec = profile.roles[role]
+        key = self._key(role, spec)
+        if key not in self._pipelines:
+            shared = {}
+            if role in SHARED_WITH_BASE:
+                base = self.pipeline(profile, "base")
+                shared = {name: getattr(base, name) for name in SHARED_WITH_BASE[role] if getattr(base, name, None) is not None}
+            self._pipelines[key] = self._load(role, spec, shared)
+        return self._pipelines[key]
+
+    def _load(self, role: str, spec: RoleSpec, shared: dict) -> diffusers.DiffusionPipeline:
+        pipeline_cls = getattr(diffusers, spec.pipeline, None)
+        if pipeline_cls is None:
+            raise ModelUnavailableError(f"The {role} model names an unknown pipeline class {spec.pipeline!r}.")
+        kwargs = dict(dtype=self.placement.dtype, **shared)
+        if spec.variant and self.placement.dtype == torch.float16:
+            kwargs["variant"] = spec.variant
+        log.info("loading %s model %s as %s", role, spec.model, spec.pipeline)
+        try:
+            pipe = pipeline_cls.from_pretrained(spec.model, **kwargs)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelUnavailableError(
+                f"Could not load the {role} model {spec.model!r}: it is not a local folder, not in the "
+                f"Hugging Face cache, and could not be downloaded ({type(exc).__name__}: {exc})"
+            ) from exc
+        self.loads += 1
+        if self.placement.cpu_offload:
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(self.placement.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe

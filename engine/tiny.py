@@ -1,0 +1,138 @@
+"""The offline ``tiny`` profile: every role built from small configs with random weights.
+
+The configs are those of diffusers' own fast tests. Each pipeline is saved with ``save_pretrained`` and
+later loaded back through the same ``from_pretrained`` code a hub id goes through. Images are noise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionLatentUpscalePipeline,
+    StableDiffusionUpscalePipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+ROLES = ("base", "refiner", "latent_x2", "x4")
+
+
+def _clip_tokenizer(workdir: Path) -> CLIPTokenizer:
+    """Byte-level BPE with no merges: one token per character, every id below the tiny vocab size."""
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
+    vocab["<|startoftext|>"] = len(vocab)
+    # The highest id, because CLIPTextModel pools at argmax(input_ids) for legacy eos ids.
+    vocab["<|endoftext|>"] = len(vocab)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "vocab.json").write_text(json.dumps(vocab))
+    (workdir / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer.from_pretrained(str(workdir), model_max_length=77)
+
+
+def _clip_config(**overrides) -> CLIPTextConfig:
+    cfg = dict(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05,
+               num_attention_heads=4, num_hidden_layers=5, pad_token_id=1, vocab_size=1000, hidden_act="gelu",
+               projection_dim=32)
+    cfg.update(overrides)
+    return CLIPTextConfig(**cfg)
+
+
+def _sdxl_unet(cross_attention_dim: int, projection_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=projection_dim, cross_attention_dim=cross_attention_dim,
+    )
+
+
+def _vae(blocks: int, channels: list[int], **extra) -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=channels, in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * blocks, up_block_types=["UpDecoderBlock2D"] * blocks, **extra,
+    )
+
+
+def build_base_and_refiner(tokenizer: CLIPTokenizer):
+    # A 3-block VAE (scale factor 4) keeps 64 px images on a small latent.
+    vae = _vae(3, [16, 32, 32], norm_num_groups=16, sample_size=64)
+    text_encoder = CLIPTextModel(_clip_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config())
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    base = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=_sdxl_unet(64, 80), scheduler=scheduler,
+    )
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=vae, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=tokenizer,
+        unet=_sdxl_unet(32, 72), scheduler=scheduler, requires_aesthetics_score=True,
+    )
+    return base, refiner
+
+
+def build_latent_x2(tokenizer: CLIPTokenizer) -> StableDiffusionLatentUpscalePipeline:
+    unet = UNet2DConditionModel(
+        act_fn="gelu", attention_head_dim=8, norm_num_groups=None, block_out_channels=[32, 32, 64, 64],
+        time_cond_proj_dim=160, conv_in_kernel=1, conv_out_kernel=1, cross_attention_dim=32,
+        down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
+        in_channels=8, mid_block_type=None, only_cross_attention=False, out_channels=5,
+        resnet_time_scale_shift="scale_shift", time_embedding_type="fourier", timestep_post_act="gelu",
+        up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
+    )
+    return StableDiffusionLatentUpscalePipeline(
+        vae=_vae(4, [32, 32, 64, 64]).eval(), text_encoder=CLIPTextModel(_clip_config(hidden_act="quick_gelu", projection_dim=512)),
+        tokenizer=tokenizer, unet=unet.eval(), scheduler=EulerDiscreteScheduler(prediction_type="sample"),
+    )
+
+
+def build_x4(tokenizer: CLIPTokenizer) -> StableDiffusionUpscalePipeline:
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=32, in_channels=7, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True,
+        only_cross_attention=(True, True, False), num_class_embeds=100,
+    )
+    return StableDiffusionUpscalePipeline(
+        vae=_vae(3, [32, 32, 64], scaling_factor=0.08333), text_encoder=CLIPTextModel(_clip_config(projection_dim=512)),
+        tokenizer=tokenizer, unet=unet, low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=350,
+    )
+
+
+def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
+    """Write every tiny role under ``destination/<role>``; a finished folder is replaced atomically."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".tiny-") as tmp:
+        staging = Path(tmp) / "profile"
+        tokenizer = _clip_tokenizer(Path(tmp) / "tokenizer")
+        base, refiner = build_base_and_refiner(tokenizer)
+        pipelines = {"base": base, "refiner": refiner, "latent_x2": build_latent_x2(tokenizer), "x4": build_x4(tokenizer)}
+        for role, pipe in pipelines.items():
+            pipe.save_pretrained(staging / role, safe_serialization=True)
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.rename(destination)
+    return destination
+
+
+def tiny_profile_present(destination: str | Path) -> bool:
+    return all((Path(destination) / role / "model_index.json").is_file() for role in ROLES)

@@ -1,0 +1,49 @@
+"""Content-addressed file store: ``<root>/<sha[:2]>/<sha[2:4]>/<sha>.<ext>``, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+MIME_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class FileStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str, extension: str) -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        if not extension.isalnum():
+            raise ValueError(f"not a file extension: {extension!r}")
+        return self.root / digest[:2] / digest[2:4] / f"{digest}.{extension}"
+
+    def put(self, data: bytes, extension: str) -> str:
+        """Store bytes and return their sha256. A crash mid-write never leaves a partial file under the name."""
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest, extension)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def exists(self, digest: str, extension: str) -> bool:
+        return self.path(digest, extension).is_file()
+
+    def delete(self, digest: str, extension: str) -> None:
+        self.path(digest, extension).unlink(missing_ok=True)

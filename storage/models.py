@@ -1,0 +1,113 @@
+"""SQLAlchemy 2 typed models. Every row that holds a user's work has an owner."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    origin: Mapped[str] = mapped_column(String(40), default="api")
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED, index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str] = mapped_column(String(200), default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict] = mapped_column(default=dict)
+    profile: Mapped[str] = mapped_column(String(80))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    assets: Mapped[list["Asset"]] = relationship(back_populates="job", order_by="Asset.output_index")
+
+
+board_assets = Table(
+    "board_assets",
+    Base.metadata,
+    Column("board_id", ForeignKey("boards.id", ondelete="CASCADE"), primary_key=True),
+    Column("asset_id", ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("job_id", "stage", "output_index", name="uq_asset_job_output"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id"))
+    kind: Mapped[str] = mapped_column(String(40), default="image")
+    origin: Mapped[str] = mapped_column(String(40), default="create", index=True)
+    stage: Mapped[str] = mapped_column(String(40), default="final")
+    output_index: Mapped[int] = mapped_column(Integer, default=0)
+    file_hash: Mapped[str] = mapped_column(String(64), index=True)
+    mime: Mapped[str] = mapped_column(String(60), default="image/png")
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict] = mapped_column(default=dict)
+    favourite: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    job: Mapped[Job | None] = relationship(back_populates="assets")
+
+
+class Board(Base):
+    __tablename__ = "boards"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    assets: Mapped[list[Asset]] = relationship(secondary=board_assets)
+
+
+class WorkerRecord(Base):
+    """A worker's heartbeat: the embedded broker has no remote control, so workers report here."""
+
+    __tablename__ = "workers"
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list] = mapped_column(default=list)
+    profile: Mapped[str] = mapped_column(String(80))
+    pid: Mapped[int] = mapped_column(Integer)
+    model_loads: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

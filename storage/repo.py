@@ -1,0 +1,181 @@
+"""Queries on jobs, assets and workers. Every read of a user's work filters by its owner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.models import Asset, Job, JobState, User, WorkerRecord, utcnow
+
+LOCAL_USER = "local"
+
+
+def ensure_user(session: Session, name: str = LOCAL_USER) -> User:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        user = User(name=name)
+        session.add(user)
+        try:
+            session.commit()
+        except IntegrityError:  # another process created it first
+            session.rollback()
+            user = session.scalar(select(User).where(User.name == name))
+    return user
+
+
+def create_job(session: Session, owner_id: str, kind: str, params: dict, profile: str, origin: str) -> Job:
+    job = Job(owner_id=owner_id, kind=kind, params=params, profile=profile, origin=origin)
+    session.add(job)
+    session.commit()
+    return job
+
+
+def get_job(session: Session, job_id: str, owner_id: str | None = None) -> Job | None:
+    query = select(Job).where(Job.id == job_id)
+    if owner_id is not None:
+        query = query.where(Job.owner_id == owner_id)
+    return session.scalar(query)
+
+
+def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
+    """Mark a job running for this delivery; None when there is nothing (more) to do for it."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.state in JobState.FINISHED:
+        session.rollback()
+        return None
+    now = utcnow()
+    if job.cancel_requested:
+        job.state, job.stage, job.finished_at = JobState.CANCELLED, "cancelled", now
+        session.commit()
+        return None
+    job.state, job.worker, job.attempts = JobState.RUNNING, worker, job.attempts + 1
+    job.started_at = job.started_at or now
+    job.heartbeat_at = now
+    job.stage = "starting" if job.attempts == 1 else f"restarting (attempt {job.attempts})"
+    session.commit()
+    return job
+
+
+def record_progress(session: Session, job_id: str, fraction: float, stage: str) -> bool:
+    """Store progress and return whether the user asked to cancel."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING)
+        .values(progress=fraction, stage=stage, heartbeat_at=utcnow())
+    )
+    session.commit()
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def finish_job(session: Session, job_id: str, state: str, stage: str, error: str | None = None) -> None:
+    values = dict(state=state, stage=stage, error=error, finished_at=utcnow())
+    if state == JobState.SUCCEEDED:
+        values["progress"] = 1.0
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    session.commit()
+
+
+def request_cancel(session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next step; a finished one stays."""
+    if job.state in JobState.FINISHED:
+        return job
+    job.cancel_requested = True
+    if job.state == JobState.QUEUED:
+        job.state, job.stage, job.finished_at = JobState.CANCELLED, "cancelled", utcnow()
+    session.commit()
+    return job
+
+
+def stale_running_jobs(session: Session, worker: str) -> list[Job]:
+    """Jobs this worker name was running when it died: their broker message died with it."""
+    return list(session.scalars(select(Job).where(Job.state == JobState.RUNNING, Job.worker == worker)))
+
+
+def store_asset(session: Session, **fields) -> Asset:
+    """Insert an asset once per (job, stage, output index): a redelivered job reuses the row."""
+    existing = session.scalar(
+        select(Asset).where(
+            Asset.job_id == fields["job_id"], Asset.stage == fields["stage"], Asset.output_index == fields["output_index"]
+        )
+    )
+    if existing is not None:
+        return existing
+    asset = Asset(**fields)
+    session.add(asset)
+    session.commit()
+    return asset
+
+
+@dataclass
+class AssetFilter:
+    origin: str | None = None
+    favourites_only: bool = False
+    since: datetime | None = None
+    search: str | None = None
+    include_stages: bool = False
+    limit: int = 100
+    offset: int = 0
+
+
+def list_assets(session: Session, owner_id: str, flt: AssetFilter) -> list[Asset]:
+    query = select(Asset).where(Asset.owner_id == owner_id)
+    if not flt.include_stages:
+        query = query.where(Asset.stage == "final")
+    if flt.origin:
+        query = query.where(Asset.origin == flt.origin)
+    if flt.favourites_only:
+        query = query.where(Asset.favourite.is_(True))
+    if flt.since:
+        query = query.where(Asset.created_at >= flt.since)
+    if flt.search:
+        for word in flt.search.split():
+            query = query.where(Asset.prompt.ilike(f"%{word}%"))
+    query = query.order_by(Asset.created_at.desc(), Asset.output_index).limit(flt.limit).offset(flt.offset)
+    return list(session.scalars(query))
+
+
+def get_asset(session: Session, asset_id: str, owner_id: str) -> Asset | None:
+    return session.scalar(select(Asset).where(Asset.id == asset_id, Asset.owner_id == owner_id))
+
+
+def set_favourite(session: Session, asset: Asset, favourite: bool) -> Asset:
+    asset.favourite = favourite
+    session.commit()
+    return asset
+
+
+def delete_asset(session: Session, asset: Asset) -> str | None:
+    """Delete the row; return the file hash when no other asset uses that file (the caller removes it)."""
+    digest = asset.file_hash
+    session.execute(update(Asset).where(Asset.parent_id == asset.id).values(parent_id=None))
+    session.execute(delete(Asset).where(Asset.id == asset.id))
+    session.commit()
+    still_used = session.scalar(select(func.count()).select_from(Asset).where(Asset.file_hash == digest))
+    return None if still_used else digest
+
+
+def heartbeat(session: Session, hostname: str, queues: list[str], profile: str, pid: int, model_loads: int | None = None) -> None:
+    """Record that a worker is alive; ``model_loads`` is left as it was when None."""
+    record = session.get(WorkerRecord, hostname)
+    if record is None:
+        record = WorkerRecord(hostname=hostname, queues=queues, profile=profile, pid=pid, started_at=utcnow())
+        session.add(record)
+    record.queues, record.profile, record.pid = queues, profile, pid
+    if model_loads is not None:
+        record.model_loads = model_loads
+    record.last_seen = utcnow()
+    session.commit()
+
+
+def live_workers(session: Session, within: timedelta) -> list[WorkerRecord]:
+    return list(session.scalars(select(WorkerRecord).where(WorkerRecord.last_seen >= utcnow() - within)))
+
+
+def queue_depth(session: Session) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Job).where(or_(Job.state == JobState.QUEUED, Job.state == JobState.RUNNING))
+    )

@@ -1,0 +1,38 @@
+"""The Celery app. Workers start it with ``python app.py worker``; the web process only sends to it."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from settings import Settings
+from tasks import sqlite_broker
+
+GENERATE = "studio.generate"
+# Which queue each task kind goes to: one GPU job at a time per GPU worker.
+TASK_QUEUES = {GENERATE: "gpu"}
+
+
+def create_celery(settings: Settings) -> Celery:
+    sqlite_broker.register()
+    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.worker"])
+    app.conf.update(
+        task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        task_default_queue="gpu",
+        # A job's message is acknowledged only when it has finished; if the pool process dies
+        # (SIGKILL, OOM, a CUDA crash) the message goes back to the queue for another try.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_pool="prefork",
+        # Job rows in the studio's database are the source of truth for state and progress.
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"polling_interval": settings.broker_poll_interval},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = create_celery(Settings())

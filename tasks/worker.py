@@ -1,0 +1,112 @@
+"""Per-worker-process state and the worker's heartbeat and start-up sweep.
+
+The pipeline cache lives in the pool process, created on its first job, so CUDA is never initialised in
+the parent that forks it. The parent announces the worker in the database and re-sends jobs that a
+previous run of this same worker was running when it was killed (the embedded SQLite broker keeps no
+visibility timeout, so their messages would otherwise stay hidden).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from celery import signals
+
+from engine.profiles import Profile, load_profiles, select_profile
+from settings import Settings
+from storage import repo
+from storage.db import Database
+from storage.files import FileStore
+from tasks.celery_app import GENERATE, app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    db: Database
+    files: FileStore
+    profiles: dict[str, Profile]
+    profile: Profile
+    _cache: object = field(default=None, repr=False)
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from engine.loader import PipelineCache, Placement
+
+            self._cache = PipelineCache(Placement.choose(self.settings.device, self.settings.cpu_offload))
+        return self._cache
+
+    @property
+    def model_loads(self) -> int:
+        return self._cache.loads if self._cache is not None else 0
+
+
+_context: WorkerContext | None = None
+
+
+def build_context(settings: Settings) -> WorkerContext:
+    profiles = load_profiles(settings.profiles_file, settings.models)
+    db = Database(settings.database)
+    return WorkerContext(settings, db, FileStore(settings.files), profiles, select_profile(profiles, settings.profile))
+
+
+def worker_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        _context = build_context(Settings())
+    return _context
+
+
+@signals.worker_process_init.connect
+def _forget_parent_context(**_):
+    # A forked pool process must not reuse the parent's database connections.
+    global _context
+    _context = None
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, context: WorkerContext, hostname: str):
+        super().__init__(name="studio-heartbeat", daemon=True)
+        self.context, self.hostname, self.stopped = context, hostname, threading.Event()
+
+    def beat(self) -> None:
+        with self.context.db.session() as session:
+            repo.heartbeat(session, self.hostname, self.context.settings.queues, self.context.profile.name, os.getpid())
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.context.settings.worker_heartbeat_s):
+            try:
+                self.beat()
+            except Exception:  # a briefly unreachable database must not kill the heartbeat
+                log.exception("worker heartbeat failed")
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@signals.worker_ready.connect
+def _announce_and_sweep(sender, **_):
+    global _heartbeat
+    context = worker_context()
+    context.db.migrate()
+    hostname = sender.hostname
+    with context.db.session() as session:
+        for job in repo.stale_running_jobs(session, hostname):
+            log.warning("re-sending job %s left running by a previous run of %s", job.id, hostname)
+            app.send_task(GENERATE, args=[job.id], task_id=job.id)
+    _heartbeat = Heartbeat(context, hostname)
+    _heartbeat.beat()
+    _heartbeat.start()
+    log.info("worker %s serves profile %s on queues %s", hostname, context.profile.name, context.settings.queues)
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_):
+    if _heartbeat is not None:
+        _heartbeat.stopped.set()

@@ -1,0 +1,87 @@
+"""The My assets tab: every result of the user, newest first, with filters, search and provenance."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import gradio as gr
+
+from storage import repo
+from storage.models import utcnow
+from ui.create_tab import CreateTab, asset_details, toggle_favourite
+from ui.services import Services, banner
+
+ORIGINS = [("All tabs", ""), ("Create", "create"), ("REST API", "api")]
+PERIODS = {"Any time": None, "Today": timedelta(days=1), "Last 7 days": timedelta(days=7), "Last 30 days": timedelta(days=30)}
+PAGE_SIZE = 200
+
+
+def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab) -> None:
+    """Build the tab inside ``tab``; opening the tab reloads the list."""
+    gr.Markdown(banner(services.profile), visible=services.profile.is_noise, elem_classes=["noise-banner"])
+    with gr.Row():
+        search = gr.Textbox(label="Search prompts", placeholder="fox snow", scale=3)
+        origin = gr.Dropdown(ORIGINS, value="", label="Made in")
+        period = gr.Dropdown(list(PERIODS), value="Any time", label="Date")
+        favourites = gr.Checkbox(label="Favourites only")
+        refresh = gr.Button("Refresh")
+    summary = gr.Markdown()
+    with gr.Row():
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="My assets", format="png", columns=6, height=600, elem_id="assets-gallery",
+                                 buttons=["download", "fullscreen"])
+        with gr.Column(scale=2):
+            info = gr.Markdown()
+            with gr.Row():
+                favourite_button = gr.Button("☆ Favourite")
+                reuse_button = gr.Button("Reuse settings")
+                delete_button = gr.Button("Delete", variant="stop")
+            params_view = gr.JSON(label="Parameters (provenance)")
+    asset_ids = gr.State([])
+    selected = gr.State(None)
+
+    def load(search_v: str, origin_v: str, period_v: str, favourites_v: bool):
+        span = PERIODS.get(period_v)
+        flt = repo.AssetFilter(origin=origin_v or None, favourites_only=favourites_v, search=search_v or None,
+                               since=utcnow() - span if span else None, limit=PAGE_SIZE)
+        with services.db.session() as session:
+            assets = repo.list_assets(session, services.owner_id, flt)
+        items = [(str(services.asset_path(a)), a.prompt[:60]) for a in assets]
+        text = f"{len(assets)} asset(s)" + (f" (showing the newest {PAGE_SIZE})" if len(assets) == PAGE_SIZE else "")
+        return items, [a.id for a in assets], text, None, {}, ""
+
+    filters = [search, origin, period, favourites]
+    listing = [gallery, asset_ids, summary, selected, params_view, info]
+    refresh.click(load, filters, listing, api_name="list_assets")
+    tab.select(load, filters, listing, api_visibility="private")
+    search.submit(load, filters, listing, api_visibility="private")
+    for control in (origin, period, favourites):
+        control.change(load, filters, listing, api_visibility="private")
+
+    def on_select(ids: list[str], evt: gr.SelectData):
+        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
+        params, text = asset_details(services, asset_id)
+        return asset_id, params, text
+
+    gallery.select(on_select, asset_ids, [selected, params_view, info], api_visibility="private")
+    favourite_button.click(lambda a: toggle_favourite(services, a), selected, info, api_visibility="private")
+
+    def delete(asset_id: str | None, *filter_values):
+        if not asset_id:
+            raise gr.Error("Select an asset first.")
+        with services.db.session() as session:
+            asset = repo.get_asset(session, asset_id, services.owner_id)
+        if asset is None:
+            raise gr.Error("This asset no longer exists.")
+        services.delete_asset(asset)
+        gr.Info("Asset deleted.")
+        return load(*filter_values)
+
+    delete_button.click(delete, [selected, *filters], listing, api_visibility="private")
+
+    def reuse(params: dict):
+        if not params:
+            raise gr.Error("Select an asset first.")
+        return [gr.Tabs(selected=create_tab_id), *create.values_from(params)]
+
+    reuse_button.click(reuse, params_view, [tabs, *create.form], api_visibility="private")

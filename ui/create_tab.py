@@ -1,0 +1,185 @@
+"""The Create tab: prompt and settings in, a job through the queue, images out in a gallery."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from engine.params import ASPECT_RATIOS, MAX_COUNT, MAX_STEPS, SAMPLERS, ParamError, size_for_aspect
+from engine.profiles import STAGE_LABELS
+from storage import repo
+from storage.models import JobState
+from tasks.client import QueueUnavailable
+from ui.services import Services, banner
+
+POLL_SECONDS = 0.1
+CUSTOM_ASPECT = "custom"
+
+
+def style_choices(services: Services) -> list[tuple[str, str]]:
+    return [(f"{s.label} · {s.label_zh}", s.name) for s in services.styles.values()]
+
+
+def aspect_of(width: int, height: int) -> str:
+    for aspect in ASPECT_RATIOS:
+        w, h = (int(x) for x in aspect.split(":"))
+        if width * h == height * w:
+            return aspect
+    return CUSTOM_ASPECT
+
+
+def asset_details(services: Services, asset_id: str | None) -> tuple[dict, str]:
+    """The selected asset's parameters and a download link, or empty values."""
+    if not asset_id:
+        return {}, ""
+    with services.db.session() as session:
+        asset = repo.get_asset(session, asset_id, services.owner_id)
+    if asset is None:
+        return {}, "This asset no longer exists."
+    star = "★ favourite · " if asset.favourite else ""
+    link = (f"{star}{asset.width}×{asset.height} px · seed {asset.params.get('seed')} · "
+            f"[Download PNG](/api/v1/assets/{asset.id}/file)")
+    return asset.params, link
+
+
+def toggle_favourite(services: Services, asset_id: str | None) -> str:
+    if not asset_id:
+        raise gr.Error("Select an image first.")
+    with services.db.session() as session:
+        asset = repo.get_asset(session, asset_id, services.owner_id)
+        if asset is None:
+            raise gr.Error("This asset no longer exists.")
+        repo.set_favourite(session, asset, not asset.favourite)
+    return asset_details(services, asset_id)[1]
+
+
+@dataclass
+class CreateTab:
+    """The Create tab's form, kept so other tabs can fill it ("reuse settings")."""
+
+    services: Services
+    form: list
+
+    def values_from(self, params: dict) -> list:
+        """Form values that reproduce the image these parameters made."""
+        profile = self.services.profile
+        width = int(params.get("width") or profile.default_size[0])
+        height = int(params.get("height") or profile.default_size[1])
+        stages = [s for s in params.get("stages", []) if s != "base" and s in profile.stages]
+        return [
+            params.get("prompt", ""), params.get("negative_prompt", ""), params.get("style", "none"),
+            aspect_of(width, height), width, height, int(params.get("count", 1)), int(params.get("steps", profile.steps)),
+            float(params.get("guidance", profile.guidance)), params.get("sampler", profile.sampler),
+            int(params.get("seed", -1)), stages, bool(params.get("keep_stage_images", False)),
+        ]
+
+
+def build_create_tab(services: Services) -> CreateTab:
+    profile = services.profile
+    gr.Markdown(banner(profile), visible=profile.is_noise, elem_classes=["noise-banner"])
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox in fresh snow, morning light / 雪地里的红狐狸", elem_id="create-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="blurry, watermark")
+            with gr.Row():
+                style = gr.Dropdown(style_choices(services), value="none", label="Style")
+                sampler = gr.Dropdown(list(SAMPLERS), value=profile.sampler, label="Sampler")
+            with gr.Row():
+                aspect = gr.Dropdown([*ASPECT_RATIOS, CUSTOM_ASPECT], value=aspect_of(*profile.default_size), label="Aspect ratio")
+                width = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[0], step=8, label="Width (px)")
+                height = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[1], step=8, label="Height (px)")
+            with gr.Row():
+                count = gr.Slider(1, MAX_COUNT, value=1, step=1, label="Images")
+                steps = gr.Slider(1, MAX_STEPS, value=profile.steps, step=1, label="Steps")
+                guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance")
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            with gr.Row():
+                stages = gr.CheckboxGroup(
+                    [(STAGE_LABELS[s], s) for s in profile.stages if s != "base"], value=[],
+                    label="Cascade stages after the base", info=f"Profile {profile.name}: {profile.label}",
+                )
+                keep = gr.Checkbox(value=False, label="Keep each stage's image")
+            with gr.Row():
+                run_button = gr.Button("Generate", variant="primary", elem_id="create-generate")
+                cancel_button = gr.Button("Cancel", variant="stop")
+            status = gr.Markdown(elem_id="create-status")
+        with gr.Column(scale=4):
+            gallery = gr.Gallery(label="Results", format="png", columns=4, height=520, elem_id="create-gallery",
+                                 buttons=["download", "fullscreen"])
+            selected_info = gr.Markdown()
+            with gr.Row():
+                favourite_button = gr.Button("☆ Favourite")
+                reuse_button = gr.Button("Reuse settings")
+            selected_params = gr.JSON(label="Parameters of the selected image")
+
+    job_id = gr.State(None)
+    asset_ids = gr.State([])
+    selected = gr.State(None)
+    form = [prompt, negative, style, aspect, width, height, count, steps, guidance, sampler, seed, stages, keep]
+    tab = CreateTab(services, form)
+
+    def on_aspect(choice: str, w: int, h: int):
+        if choice == CUSTOM_ASPECT:
+            return gr.update(), gr.update()
+        new_w, new_h = size_for_aspect(choice, int(max(w, h)))
+        clamp = lambda v: min(profile.max_size, max(profile.min_size, v))  # noqa: E731
+        return clamp(new_w), clamp(new_h)
+
+    aspect.input(on_aspect, [aspect, width, height], [width, height], api_visibility="private")
+
+    def run(prompt_v, negative_v, style_v, _aspect, width_v, height_v, count_v, steps_v, guidance_v, sampler_v,
+            seed_v, stages_v, keep_v, progress=gr.Progress()):
+        raw = dict(prompt=prompt_v, negative_prompt=negative_v, style=style_v, width=width_v, height=height_v,
+                   count=count_v, steps=steps_v, guidance=guidance_v, sampler=sampler_v,
+                   seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v)
+        try:
+            job = services.client.submit(services.owner_id, "generate", raw, origin="create")
+        except (ParamError, QueueUnavailable) as exc:
+            raise gr.Error(str(exc)) from exc
+        seed_text = f"seed {job.params['seed']}"
+        yield job.id, [], [], f"Queued ({seed_text}) · job `{job.id}`"
+        while not job.finished:
+            time.sleep(POLL_SECONDS)
+            job = services.client.job(services.owner_id, job.id)
+            progress(job.progress, desc=job.stage)
+        if job.state == JobState.CANCELLED:
+            yield None, [], [], "Cancelled."
+            return
+        if job.state == JobState.FAILED:
+            yield None, [], [], f"**Failed:** {job.error}"
+            raise gr.Error(f"Generation failed: {job.error}")
+        with services.db.session() as session:
+            assets = [repo.get_asset(session, a, services.owner_id) for a in job.asset_ids]
+        images = [(str(services.asset_path(a)), f"seed {a.params['seed']}") for a in assets]
+        w, h = assets[0].width, assets[0].height
+        yield None, images, job.asset_ids, f"Done: {len(images)} image(s), {w}×{h} px, {seed_text}."
+
+    run_button.click(
+        run, form, [job_id, gallery, asset_ids, status], api_name="generate", concurrency_limit=None,
+    )
+
+    def cancel(current: str | None) -> str:
+        if not current:
+            return "Nothing is running."
+        services.client.cancel(services.owner_id, current)
+        return "Cancelling…"
+
+    cancel_button.click(cancel, job_id, status, api_name="cancel")
+
+    def on_select(ids: list[str], evt: gr.SelectData):
+        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
+        params, info = asset_details(services, asset_id)
+        return asset_id, params, info
+
+    gallery.select(on_select, asset_ids, [selected, selected_params, selected_info], api_visibility="private")
+    favourite_button.click(lambda a: toggle_favourite(services, a), selected, selected_info, api_visibility="private")
+
+    def reuse(params: dict):
+        if not params:
+            raise gr.Error("Select an image first.")
+        return tab.values_from(params)
+
+    reuse_button.click(reuse, selected_params, form, api_visibility="private")
+    return tab

@@ -1,0 +1,46 @@
+"""What the tabs and routes need, built once per web process and passed in (no hidden globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.profiles import Profile
+from engine.styles import Style
+from storage import repo
+from storage.db import Database
+from storage.files import MIME_EXTENSIONS, FileStore
+from storage.models import Asset
+from tasks.client import StudioClient
+
+
+@dataclass
+class Services:
+    db: Database
+    files: FileStore
+    client: StudioClient
+    profile: Profile
+    styles: dict[str, Style]
+    owner_id: str
+
+    def asset_path(self, asset: Asset) -> Path:
+        return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
+
+    def delete_asset(self, asset: Asset) -> None:
+        """Remove the row, then the file if no other asset shares it."""
+        with self.db.session() as session:
+            orphan = repo.delete_asset(session, session.merge(asset))
+        if orphan:
+            self.files.delete(orphan, MIME_EXTENSIONS[asset.mime])
+
+
+def banner(profile: Profile) -> str:
+    """The notice every tab shows while the tiny offline profile is active."""
+    if not profile.is_noise:
+        return ""
+    return (
+        "**Offline demo models: images are random noise.** The `tiny` profile has random weights so the studio "
+        "runs anywhere. For real images start with a real profile on a machine that can download or already "
+        "has its weights, e.g. `python app.py --profile sd15` (CPU) or `--profile sdxl` (GPU); "
+        "`python app.py models list` shows what each needs."
+    )
