@@ -30,26 +30,28 @@ class JobReporter:
 
     def __init__(self, context: WorkerContext, job_id: str):
         self.context, self.job_id = context, job_id
-        self.last_write, self.last_stage, self.cancelled = 0.0, None, False
+        self.last_write = self.last_read = 0.0
+        self.last_stage, self.cancelled = None, False
 
     def write(self, fraction: float, stage: str) -> None:
         with self.context.db.session() as session:
             self.cancelled = repo.record_progress(session, self.job_id, fraction, stage)
-        self.last_write = time.monotonic()
+        self.last_write = self.last_read = time.monotonic()
 
     def progress(self, p: StageProgress) -> None:
-        stage_changed = p.stage != self.last_stage
-        if stage_changed or time.monotonic() - self.last_write >= PROGRESS_INTERVAL or p.step == p.total_steps:
+        due = time.monotonic() - self.last_write >= PROGRESS_INTERVAL
+        if due or p.stage != self.last_stage or p.step == p.total_steps:
             label = f"{STAGE_LABELS[p.stage]} ({p.stage_index + 1}/{p.stage_count}): step {p.step}/{p.total_steps}"
             self.write(p.fraction, label)
             self.last_stage = p.stage
 
     def should_cancel(self) -> bool:
-        if time.monotonic() - self.last_write >= PROGRESS_INTERVAL:
+        # Progress writes read the flag too; read it here only when they have not lately.
+        if time.monotonic() - self.last_read >= PROGRESS_INTERVAL:
             with self.context.db.session() as session:
                 job = repo.get_job(session, self.job_id)
                 self.cancelled = job is None or job.cancel_requested
-            self.last_write = time.monotonic()
+            self.last_read = time.monotonic()
         return self.cancelled
 
 

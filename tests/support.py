@@ -1,0 +1,129 @@
+"""Helpers shared by the integration and end-to-end tests: free ports, waiting, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def studio_env(data_dir: Path, models_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        STUDIO_DATA_DIR=str(data_dir), STUDIO_MODELS_DIR=str(models_dir), STUDIO_PROFILE="tiny",
+        HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(data_dir / "gradio-tmp"),
+        PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", STUDIO_WORKER_HEARTBEAT_S="1",
+    )
+    env.update(extra)
+    return env
+
+
+def http_json(method: str, url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict | list | None]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
+
+
+class ManagedProcess:
+    """A child in its own process group, logging to a file, stopped with its whole group."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 5) -> None:
+        if self.alive():
+            self.kill(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.process.wait()
+        self.kill(signal.SIGKILL)  # anything left in the group
+        self.log.close()
+
+
+def start_worker(env: dict[str, str], log_path: Path, name: str = "test-worker@%h") -> ManagedProcess:
+    return ManagedProcess([sys.executable, str(ROOT / "app.py"), "worker", "--name", name], env, log_path, log_path.parent)
+
+
+class StudioServer(ManagedProcess):
+    """``python app.py --profile tiny`` on a free port, with its embedded worker."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([sys.executable, str(ROOT / "app.py"), "--profile", "tiny", "--port", str(self.port)],
+                         env, log_path, log_path.parent)
+
+    def health(self):
+        try:
+            status, body = http_json("GET", f"{self.url}/api/v1/health", timeout=2)
+        except OSError:
+            return None
+        return body if status == 200 else None
+
+    def wait_ready(self, timeout: float = 90) -> dict:
+        def ready():
+            if not self.alive():
+                raise RuntimeError(f"studio exited early:\n{self.output()[-3000:]}")
+            body = self.health()
+            return body if body and body["workers"] else None
+
+        return wait_for(ready, timeout, 0.25, "the studio and its worker")
+
+    def wait_job(self, job_id: str, timeout: float = 120) -> dict:
+        def finished():
+            _, job = http_json("GET", f"{self.url}/api/v1/jobs/{job_id}")
+            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
+        return wait_for(finished, timeout, 0.1, f"job {job_id}")
