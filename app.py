@@ -85,7 +85,6 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    from engine.profiles import ProfileError
     from settings import Settings
 
     settings = Settings()
@@ -99,13 +98,10 @@ def run_worker(args: argparse.Namespace) -> None:
     os.environ["STUDIO_PROFILE"] = profile.name  # the pool processes resolve the same profile
     from tasks.celery_app import app as celery_app
 
-    try:
-        celery_app.worker_main([
-            "worker", "-Q", ",".join(settings.queues), "-c", "1", "-P", "prefork", "-n", settings.worker_name,
-            "--prefetch-multiplier", "1", "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
-        ])
-    except ProfileError as exc:
-        sys.exit(f"error: {exc}")
+    celery_app.worker_main([
+        "worker", "-Q", ",".join(settings.queues), "-c", "1", "-P", "prefork", "-n", settings.worker_name,
+        "--prefetch-multiplier", "1", "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+    ])
 
 
 def models(args: argparse.Namespace) -> None:
