@@ -17,8 +17,12 @@ from engine.loader import PipelineCache
 from engine.params import SAMPLERS, GenerationParams, image_seed
 from engine.profiles import Profile
 
-# The x4 upscaler's noise augmentation of its low-resolution input, as in its model card.
-X4_NOISE_LEVEL = 20
+# Per-upscaler arguments: the latent upscaler is used without guidance, as its model card does; the x4
+# upscaler takes the job's guidance and noise-augments its low-resolution input (its card's default, 20).
+UPSCALER_ARGUMENTS = {
+    "latent_x2": lambda params: {"guidance_scale": 0},
+    "x4": lambda params: {"guidance_scale": params.guidance, "noise_level": 20},
+}
 
 
 class Cancelled(Exception):
@@ -130,25 +134,16 @@ def run_cascade(
         if keep_stage_images:
             result.stage_images["base"] = images
 
-    if "latent_x2" in stages:
-        upscaler = cache.pipeline(profile, "latent_x2")
-        images = upscaler(
-            prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
-            guidance_scale=0, generator=generators(),
-            callback=reporter("latent_x2", profile.upscale_steps).legacy, callback_steps=1,
-        ).images
-        if keep_stage_images:
-            result.stage_images["latent_x2"] = images
-
-    if "x4" in stages:
-        upscaler = cache.pipeline(profile, "x4")
-        images = upscaler(
-            prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
-            guidance_scale=params.guidance, noise_level=X4_NOISE_LEVEL, generator=generators(),
-            callback=reporter("x4", profile.upscale_steps).legacy, callback_steps=1,
-        ).images
-        if keep_stage_images:
-            result.stage_images["x4"] = images
+    for stage in ("latent_x2", "x4"):
+        if stage in stages:
+            upscaler = cache.pipeline(profile, stage)
+            images = upscaler(
+                prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
+                generator=generators(), callback=reporter(stage, profile.upscale_steps).legacy, callback_steps=1,
+                **UPSCALER_ARGUMENTS[stage](params),
+            ).images
+            if keep_stage_images:
+                result.stage_images[stage] = images
 
     result.images = images
     return result

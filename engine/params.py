@@ -89,17 +89,21 @@ def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
     return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
 
 
-def _int(raw: dict, key: str, default: int) -> int:
+def _number(raw: dict, key: str, default, label: str, low, high, whole: bool = True):
+    """``raw[key]`` (or the default) as a number within [low, high], or a ParamError naming the field."""
     value = raw.get(key)
     if value is None or value == "":
         return default
     try:
-        as_float = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ParamError(f"{key} must be a whole number, not {value!r}.") from None
-    if not as_float.is_integer():
-        raise ParamError(f"{key} must be a whole number, not {value!r}.")
-    return int(as_float)
+        number = None
+    if number is None or (whole and not number.is_integer()):
+        raise ParamError(f"{label} must be a {'whole ' if whole else ''}number, not {value!r}.")
+    number = int(number) if whole else number
+    if not low <= number <= high:
+        raise ParamError(f"{label} {number} is out of range: choose {low} to {high}.")
+    return number
 
 
 def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rng: random.Random | None = None) -> GenerationParams:
@@ -118,8 +122,8 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         raise ParamError(f"Unknown style {style_name!r}. Known styles: {', '.join(sorted(styles))}.")
     full_prompt, full_negative = styles[style_name].apply(prompt, negative)
 
-    width = _int(raw, "width", profile.default_size[0])
-    height = _int(raw, "height", profile.default_size[1])
+    width = _number(raw, "width", profile.default_size[0], "Width", 1, 100_000)
+    height = _number(raw, "height", profile.default_size[1], "Height", 1, 100_000)
     for name, value in (("Width", width), ("Height", height)):
         if value % 8:
             raise ParamError(f"{name} {value} px is not a multiple of 8.")
@@ -128,20 +132,9 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
                 f"{name} {value} px is outside the {profile.name} profile's range "
                 f"{profile.min_size}-{profile.max_size} px."
             )
-
-    count = _int(raw, "count", 1)
-    if not 1 <= count <= MAX_COUNT:
-        raise ParamError(f"Image count {count} is out of range: choose 1 to {MAX_COUNT}.")
-    steps = _int(raw, "steps", profile.steps)
-    if not 1 <= steps <= MAX_STEPS:
-        raise ParamError(f"Steps {steps} is out of range: choose 1 to {MAX_STEPS}.")
-    guidance_raw = raw.get("guidance")
-    try:
-        guidance = profile.guidance if guidance_raw in (None, "") else float(guidance_raw)
-    except (TypeError, ValueError):
-        raise ParamError(f"Guidance must be a number, not {raw.get('guidance')!r}.") from None
-    if not 0 <= guidance <= 30:
-        raise ParamError(f"Guidance {guidance} is out of range: choose 0 to 30.")
+    count = _number(raw, "count", 1, "Image count", 1, MAX_COUNT)
+    steps = _number(raw, "steps", profile.steps, "Steps", 1, MAX_STEPS)
+    guidance = _number(raw, "guidance", profile.guidance, "Guidance", 0, 30, whole=False)
     sampler = raw.get("sampler") or profile.sampler
     if sampler not in SAMPLERS:
         raise ParamError(f"Unknown sampler {sampler!r}. Known samplers: {', '.join(SAMPLERS)}.")
@@ -150,9 +143,7 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     if seed_raw is None or seed_raw == "" or seed_raw == -1 or seed_raw == "random":
         seed = (rng or random.SystemRandom()).randint(0, MAX_SEED)
     else:
-        seed = _int(raw, "seed", 0)
-        if not 0 <= seed <= MAX_SEED:
-            raise ParamError(f"Seed {seed} is out of range: use 0 to {MAX_SEED}, or -1 for random.")
+        seed = _number(raw, "seed", 0, "Seed", 0, MAX_SEED)
 
     requested = raw.get("stages") or ["base"]
     if isinstance(requested, str):
