@@ -35,9 +35,21 @@ def _profiles_or_exit(settings):
         sys.exit(f"error: {exc}")
 
 
+def _die_with_parent() -> None:
+    """In the worker child: get SIGTERM if the web process dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_embedded_worker(profile_name: str) -> subprocess.Popen:
     env = dict(os.environ, STUDIO_PROFILE=profile_name)
-    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "worker"], env=env, cwd=os.getcwd(), start_new_session=True)
+    # Its own process group, so a Ctrl-C in the terminal reaches the web process only, which then
+    # stops the worker in order (a running job finishes or is handed back to the queue).
+    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "worker"], env=env, cwd=os.getcwd(),
+                            start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 15) -> None:
@@ -75,10 +87,14 @@ def serve(args: argparse.Namespace) -> None:
     services = Services(db=db, files=FileStore(settings.files), client=StudioClient(db, celery_app, profile, styles),
                         profile=profile, styles=styles, owner_id=owner.id)
     worker = start_embedded_worker(profile.name) if settings.embedded_worker and not args.no_worker else None
+    # uvicorn re-raises SIGTERM after its own shutdown; as SystemExit it lets the worker be stopped below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print(f"AI Creative Studio on http://{settings.host}:{settings.port} (profile {profile.name}"
               f"{', images are noise' if profile.is_noise else ''})", flush=True)
-        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning")
+        # Open browser tabs keep a Gradio stream open; do not wait on them for ever when stopping.
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning",
+                    timeout_graceful_shutdown=5)
     finally:
         if worker is not None:
             stop_process_group(worker)

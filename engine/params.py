@@ -30,6 +30,12 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "ddpm": ("DDPMScheduler", {}),
 }
 
+# Stages whose network needs sides in multiples of more than 8 px: the x2 latent upscaler works on
+# latents (1/8 of the image) doubled, then halves them three times.
+STAGE_SIZE_MULTIPLE = {"latent_x2": 32}
+# Sizes picked from an aspect ratio are multiples of this, so every stage accepts them.
+ASPECT_SIZE_MULTIPLE = 32
+
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "4:5", "21:9")
 
 
@@ -77,7 +83,7 @@ def image_seed(batch_seed: int, index: int) -> int:
 
 
 def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
-    """Width and height, multiples of 8, whose longer side is ``long_side`` at the given ratio."""
+    """Width and height, multiples of 32, whose longer side is about ``long_side`` at the given ratio."""
     try:
         w, h = (int(x) for x in aspect.split(":"))
     except ValueError:
@@ -86,7 +92,8 @@ def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
         width, height = long_side, long_side * h / w
     else:
         width, height = long_side * w / h, long_side
-    return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
+    step = ASPECT_SIZE_MULTIPLE
+    return max(step, round(width / step) * step), max(step, round(height / step) * step)
 
 
 def _number(raw: dict, key: str, default, label: str, low, high, whole: bool = True):
@@ -153,6 +160,14 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         available = ", ".join(f"{s} ({STAGE_LABELS[s]})" for s in profile.stages)
         raise ParamError(f"The {profile.name} profile has no stage {', '.join(map(str, unknown))}; it has {available}.")
     stages = [s for s in STAGE_ORDER if s == "base" or s in requested]
+    for stage in stages:
+        multiple = STAGE_SIZE_MULTIPLE.get(stage, 8)
+        if width % multiple or height % multiple:
+            raise ParamError(
+                f"{STAGE_LABELS[stage]} needs width and height in multiples of {multiple} px; "
+                f"{width}×{height} is not. Try {round(width / multiple) * multiple or multiple}×"
+                f"{round(height / multiple) * multiple or multiple}."
+            )
 
     return GenerationParams(
         prompt=prompt,

@@ -53,10 +53,10 @@ def _clip_config(**overrides) -> CLIPTextConfig:
 
 def _sdxl_unet(cross_attention_dim: int, projection_dim: int) -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), norm_num_groups=8,
         projection_class_embeddings_input_dim=projection_dim, cross_attention_dim=cross_attention_dim,
     )
 

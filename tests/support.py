@@ -105,6 +105,10 @@ class StudioServer(ManagedProcess):
         super().__init__([sys.executable, str(ROOT / "app.py"), "--profile", "tiny", "--port", str(self.port)],
                          env, log_path, log_path.parent)
 
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, as a service manager stops it: the web process stops its worker, then exits."""
+        super().stop(timeout)
+
     def health(self):
         try:
             status, body = http_json("GET", f"{self.url}/api/v1/health", timeout=2)

@@ -14,8 +14,6 @@ def studio(tmp_path_factory, models_dir):
     server = StudioServer(studio_env(data_dir, models_dir), data_dir / "studio.log")
     try:
         server.wait_ready(timeout=120)
-    except BaseException:
+        yield server
+    finally:
         server.stop()
-        raise
-    yield server
-    server.stop()

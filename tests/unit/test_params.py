@@ -63,6 +63,7 @@ def test_stages_are_ordered_and_base_always_runs(tiny, styles):
         ({"sampler": "magic"}, "Unknown sampler 'magic'. Known samplers: euler"),
         ({"style": "nope"}, "Unknown style 'nope'"),
         ({"stages": ["x8"]}, "has no stage x8; it has base"),
+        ({"stages": ["latent_x2"], "width": 64, "height": 48}, "Upscale x2 (latent) needs width and height in multiples of 32 px; 64×48 is not. Try 64×64"),
         ({"seed": 2**40}, "Seed 1099511627776 is out of range"),
     ],
 )
@@ -72,10 +73,12 @@ def test_bad_requests_get_a_message_the_user_can_act_on(tiny, styles, raw, messa
         resolve_generation(raw, tiny, styles)
 
 
-def test_size_for_aspect_keeps_the_long_side_and_multiples_of_8():
+def test_size_for_aspect_keeps_the_long_side_in_multiples_of_32():
     assert size_for_aspect("16:9", 1024) == (1024, 576)
     assert size_for_aspect("9:16", 1024) == (576, 1024)
     assert size_for_aspect("1:1", 64) == (64, 64)
+    assert size_for_aspect("4:3", 1024) == (1024, 768)
+    assert size_for_aspect("3:2", 1024) == (1024, 672)
     with pytest.raises(ParamError, match="must look like"):
         size_for_aspect("wide", 512)
 

@@ -1,0 +1,110 @@
+"""A real browser (Debian chromium through Playwright) uses the Create and My assets tabs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support import http_json
+
+pytestmark = pytest.mark.e2e
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+UI_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists() and not shutil.which("chromium"):
+        pytest.skip(f"no chromium at {CHROMIUM} or on PATH: install Debian's chromium package to run browser tests")
+    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(studio.url)
+    yield page
+    context.close()
+
+
+def image_loaded(locator, timeout_ms: float = 10_000) -> bool:
+    """Whether the image really loaded (not a broken-image icon); thumbnails load lazily, so wait a little."""
+    try:
+        locator.page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                       arg=locator.element_handle(), timeout=timeout_ms)
+    except sync_api.TimeoutError:
+        return False
+    return True
+
+
+def test_create_then_find_it_in_my_assets(page, studio, tmp_path):
+    expect = sync_api.expect
+    banner = page.locator(".noise-banner").filter(has_text="images are random noise").first
+    expect(banner).to_be_visible()
+
+    # An empty prompt is refused with a message the user can act on.
+    page.locator("#create-generate").click()
+    toast = page.get_by_test_id("toast-body").filter(has_text="The prompt is empty")
+    expect(toast).to_be_visible()
+    toast.get_by_test_id("toast-close").click()
+    expect(toast).to_have_count(0)
+    expect(page.locator("#create-gallery img")).to_have_count(0)
+
+    word = f"otter{uuid.uuid4().hex[:8]}"
+    prompt = f"a sleepy {word} in a kelp forest"
+    page.locator("#create-prompt textarea").fill(prompt)
+    page.locator("#create-generate").click()
+
+    status = page.locator("#create-status")
+    expect(status).to_contain_text("Done: 1 image(s), 64×64 px", timeout=UI_TIMEOUT_MS)
+    seed = re.search(r"seed (\d+)", status.inner_text()).group(1)
+    gallery = page.locator("#create-gallery")
+    image = gallery.locator("img").first
+    expect(image).to_be_visible()
+    assert gallery.locator("img").count() == 1
+    assert image_loaded(image), "the generated image did not load in the gallery"
+    expect(gallery).to_contain_text(f"seed {seed}")
+    page.screenshot(path=str(tmp_path / "create.png"), full_page=True)
+
+    # The image was stored as an asset made in the Create tab.
+    _, assets = http_json("GET", f"{studio.url}/api/v1/assets?search={word}")
+    assert [(a["origin"], a["params"]["seed"], a["prompt"]) for a in assets] == [("create", int(seed), prompt)]
+
+    # My assets lists it with its prompt as caption.
+    page.get_by_role("tab", name="My assets").click()
+    assets_gallery = page.locator("#assets-gallery")
+    expect(page.locator(".noise-banner").filter(has_text="images are random noise").last).to_be_visible()
+    card = assets_gallery.locator("button", has_text=word).first
+    expect(card).to_be_visible()
+    assert image_loaded(card.locator("img"))
+    page.screenshot(path=str(tmp_path / "assets.png"), full_page=True)
+
+    # Search narrows the list: another word finds nothing, the prompt's word finds it.
+    search = page.get_by_label("Search prompts")
+    search.fill(f"walrus{uuid.uuid4().hex[:8]}")
+    search.press("Enter")
+    expect(page.get_by_text("0 asset(s)", exact=True)).to_be_visible()
+    expect(assets_gallery.locator("img")).to_have_count(0)
+    search.fill(word)
+    search.press("Enter")
+    expect(page.get_by_text("1 asset(s)", exact=True)).to_be_visible()
+    expect(assets_gallery.locator("button", has_text=word)).to_have_count(1)
+
+    assert page.errors == [], f"uncaught errors in the page: {page.errors}"
