@@ -30,21 +30,6 @@ class JobRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"prompt": "a red fox in snow", "count": 2}])
 
 
-class JobOut(BaseModel):
-    id: str
-    kind: str
-    state: str
-    progress: float
-    stage: str
-    error: str | None
-    asset_ids: list[str]
-    attempts: int
-
-    @classmethod
-    def of(cls, job: JobView) -> "JobOut":
-        return cls(**{k: getattr(job, k) for k in cls.model_fields})
-
-
 class AssetOut(BaseModel):
     id: str
     kind: str
@@ -70,31 +55,31 @@ class AssetPatch(BaseModel):
     favourite: bool
 
 
-@router.post("/jobs", status_code=202, response_model=JobOut)
-def submit_job(body: JobRequest, services: ServicesDep) -> JobOut:
+@router.post("/jobs", status_code=202, response_model=JobView)
+def submit_job(body: JobRequest, services: ServicesDep) -> JobView:
     try:
         job = services.client.submit(services.owner_id, body.kind, body.params, origin="api")
     except ParamError as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
         raise HTTPException(503, str(exc)) from exc
-    return JobOut.of(job)
+    return job
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: str, services: ServicesDep) -> JobOut:
+@router.get("/jobs/{job_id}", response_model=JobView)
+def get_job(job_id: str, services: ServicesDep) -> JobView:
     job = services.client.job(services.owner_id, job_id)
     if job is None:
         raise HTTPException(404, f"No job {job_id}.")
-    return JobOut.of(job)
+    return job
 
 
-@router.delete("/jobs/{job_id}", response_model=JobOut)
-def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
+@router.delete("/jobs/{job_id}", response_model=JobView)
+def cancel_job(job_id: str, services: ServicesDep) -> JobView:
     job = services.client.cancel(services.owner_id, job_id)
     if job is None:
         raise HTTPException(404, f"No job {job_id}.")
-    return JobOut.of(job)
+    return job
 
 
 @router.get("/assets", response_model=list[AssetOut])

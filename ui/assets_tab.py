@@ -8,7 +8,7 @@ import gradio as gr
 
 from storage import repo
 from storage.models import utcnow
-from ui.create_tab import CreateTab, asset_details, toggle_favourite
+from ui.create_tab import CreateTab, wire_selection
 from ui.services import Services, banner
 
 ORIGINS = [("All tabs", ""), ("Create", "create"), ("REST API", "api")]
@@ -58,13 +58,7 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
     for control in (origin, period, favourites):
         control.change(load, filters, listing, api_visibility="private")
 
-    def on_select(ids: list[str], evt: gr.SelectData):
-        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
-        params, text = asset_details(services, asset_id)
-        return asset_id, params, text
-
-    gallery.select(on_select, asset_ids, [selected, params_view, info], api_visibility="private")
-    favourite_button.click(lambda a: toggle_favourite(services, a), selected, info, api_visibility="private")
+    wire_selection(services, gallery, asset_ids, selected, params_view, info, favourite_button)
 
     def delete(asset_id: str | None, *filter_values):
         if not asset_id:

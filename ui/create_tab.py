@@ -44,6 +44,19 @@ def asset_details(services: Services, asset_id: str | None) -> tuple[dict, str]:
     return asset.params, link
 
 
+def wire_selection(services: Services, gallery: gr.Gallery, asset_ids: gr.State, selected: gr.State,
+                   params_view: gr.JSON, info: gr.Markdown, favourite_button: gr.Button) -> None:
+    """Selecting a gallery image shows its parameters and link; the button toggles its favourite."""
+
+    def on_select(ids: list[str], evt: gr.SelectData):
+        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
+        params, text = asset_details(services, asset_id)
+        return asset_id, params, text
+
+    gallery.select(on_select, asset_ids, [selected, params_view, info], api_visibility="private")
+    favourite_button.click(lambda a: toggle_favourite(services, a), selected, info, api_visibility="private")
+
+
 def toggle_favourite(services: Services, asset_id: str | None) -> str:
     if not asset_id:
         raise gr.Error("Select an image first.")
@@ -168,13 +181,7 @@ def build_create_tab(services: Services) -> CreateTab:
 
     cancel_button.click(cancel, job_id, status, api_name="cancel")
 
-    def on_select(ids: list[str], evt: gr.SelectData):
-        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
-        params, info = asset_details(services, asset_id)
-        return asset_id, params, info
-
-    gallery.select(on_select, asset_ids, [selected, selected_params, selected_info], api_visibility="private")
-    favourite_button.click(lambda a: toggle_favourite(services, a), selected, selected_info, api_visibility="private")
+    wire_selection(services, gallery, asset_ids, selected, selected_params, selected_info, favourite_button)
 
     def reuse(params: dict):
         if not params:
