@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -138,6 +138,12 @@ def list_assets(session: Session, owner_id: str, flt: AssetFilter) -> list[Asset
     return list(session.scalars(query))
 
 
+def job_assets(session: Session, job_id: str, owner_id: str) -> list[Asset]:
+    """A job's images: the final ones in output order, then any kept stage images."""
+    assets = session.scalars(select(Asset).where(Asset.job_id == job_id, Asset.owner_id == owner_id))
+    return sorted(assets, key=lambda a: (a.stage != "final", a.stage, a.output_index))
+
+
 def get_asset(session: Session, asset_id: str, owner_id: str) -> Asset | None:
     return session.scalar(select(Asset).where(Asset.id == asset_id, Asset.owner_id == owner_id))
 
@@ -175,7 +181,5 @@ def live_workers(session: Session, within: timedelta) -> list[WorkerRecord]:
     return list(session.scalars(select(WorkerRecord).where(WorkerRecord.last_seen >= utcnow() - within)))
 
 
-def queue_depth(session: Session) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Job).where(or_(Job.state == JobState.QUEUED, Job.state == JobState.RUNNING))
-    )
+def count_jobs(session: Session, state: str) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.state == state))

@@ -101,7 +101,8 @@ class StudioClient:
     def health(self) -> dict:
         with self.db.session() as session:
             workers = repo.live_workers(session, WORKER_TIMEOUT)
-            depth = repo.queue_depth(session)
+            queued = repo.count_jobs(session, JobState.QUEUED)
+            running = repo.count_jobs(session, JobState.RUNNING)
         return {
             "profile": self.profile.name,
             "profile_label": self.profile.label,
@@ -111,5 +112,6 @@ class StudioClient:
                  "last_seen": w.last_seen.isoformat() + "Z"}
                 for w in workers
             ],
-            "queue_depth": depth,
+            "queue_depth": queued,
+            "running": running,
         }

@@ -89,10 +89,12 @@ def list_assets(
     favourites: bool = False,
     since: datetime | None = None,
     search: str | None = None,
+    include_stages: bool = False,
     limit: int = Query(100, ge=1, le=500),
     offset: int = Query(0, ge=0),
 ) -> list[AssetOut]:
-    flt = repo.AssetFilter(origin=origin, favourites_only=favourites, since=since, search=search, limit=limit, offset=offset)
+    flt = repo.AssetFilter(origin=origin, favourites_only=favourites, since=since, search=search,
+                           include_stages=include_stages, limit=limit, offset=offset)
     with services.db.session() as session:
         return [AssetOut.of(a) for a in repo.list_assets(session, services.owner_id, flt)]
 

@@ -44,6 +44,11 @@ def asset_details(services: Services, asset_id: str | None) -> tuple[dict, str]:
     return asset.params, link
 
 
+def caption(asset) -> str:
+    seed = f"seed {asset.params['seed']}"
+    return seed if asset.stage == "final" else f"{STAGE_LABELS[asset.stage]} · {seed}"
+
+
 def wire_selection(services: Services, gallery: gr.Gallery, asset_ids: gr.State, selected: gr.State,
                    params_view: gr.JSON, info: gr.Markdown, favourite_button: gr.Button) -> None:
     """Selecting a gallery image shows its parameters and link; the button toggles its favourite."""
@@ -101,10 +106,11 @@ def build_create_tab(services: Services) -> CreateTab:
                 sampler = gr.Dropdown(list(SAMPLERS), value=profile.sampler, label="Sampler")
             with gr.Row():
                 aspect = gr.Dropdown([*ASPECT_RATIOS, CUSTOM_ASPECT], value=aspect_of(*profile.default_size), label="Aspect ratio")
+                count = gr.Slider(1, MAX_COUNT, value=1, step=1, label="Images")
+            with gr.Row():
                 width = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[0], step=8, label="Width (px)")
                 height = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[1], step=8, label="Height (px)")
             with gr.Row():
-                count = gr.Slider(1, MAX_COUNT, value=1, step=1, label="Images")
                 steps = gr.Slider(1, MAX_STEPS, value=profile.steps, step=1, label="Steps")
                 guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
@@ -120,7 +126,7 @@ def build_create_tab(services: Services) -> CreateTab:
             status = gr.Markdown(elem_id="create-status")
         with gr.Column(scale=4):
             gallery = gr.Gallery(label="Results", format="png", columns=4, height=520, elem_id="create-gallery",
-                                 buttons=["download", "fullscreen"])
+                                 object_fit="contain", buttons=["download", "fullscreen"])
             selected_info = gr.Markdown()
             with gr.Row():
                 favourite_button = gr.Button("☆ Favourite")
@@ -164,10 +170,12 @@ def build_create_tab(services: Services) -> CreateTab:
             yield None, [], [], f"**Failed:** {job.error}"
             raise gr.Error(f"Generation failed: {job.error}")
         with services.db.session() as session:
-            assets = [repo.get_asset(session, a, services.owner_id) for a in job.asset_ids]
-        images = [(str(services.asset_path(a)), f"seed {a.params['seed']}") for a in assets]
-        w, h = assets[0].width, assets[0].height
-        yield None, images, job.asset_ids, f"Done: {len(images)} image(s), {w}×{h} px, {seed_text}."
+            assets = repo.job_assets(session, job.id, services.owner_id)
+        images = [(str(services.asset_path(a)), caption(a)) for a in assets]
+        final = [a for a in assets if a.stage == "final"]
+        kept = f" (+{len(assets) - len(final)} stage images)" if len(assets) > len(final) else ""
+        summary = f"Done: {len(final)} image(s), {final[0].width}×{final[0].height} px, {seed_text}{kept}."
+        yield None, images, [a.id for a in assets], summary
 
     run_button.click(
         run, form, [job_id, gallery, asset_ids, status], api_name="generate", concurrency_limit=None,

@@ -144,14 +144,23 @@ def test_latent_x2_stage_doubles_the_size(studio):
         assert image.size == (256, 128)
 
 
-def test_latent_x2_on_a_4_3_size_succeeds_or_is_refused_up_front(studio):
+def test_latent_x2_on_a_size_it_cannot_take_is_refused_up_front(studio):
     status, body = submit(studio, {"prompt": "a 4:3 owl", "seed": 7, "steps": 1, "width": 64, "height": 48,
                                    "stages": ["latent_x2"]})
-    if status == 422:
-        return  # refused with a reason before any work: fine
-    assert status == 202, body
-    job = studio.wait_job(body["id"], timeout=120)
-    assert job["state"] == "succeeded", f"the user sees: {job['error']}"
+    assert status == 422
+    assert "multiples of 32 px; 64×48 is not. Try 64×64" in body["detail"]
+
+
+def test_kept_stage_images_are_stored_beside_the_final_one(studio):
+    word = f"heron{uuid.uuid4().hex[:8]}"
+    job = run_job(studio, {"prompt": f"a {word}", "seed": 3, "steps": 2, "width": 64, "height": 64,
+                           "stages": ["refiner", "latent_x2"], "keep_stage_images": True}, timeout=120)
+    assert len(job["asset_ids"]) == 1  # the job's result is the final image
+    query = urllib.parse.urlencode({"search": word, "include_stages": "true"})
+    _, assets = http_json("GET", api(studio, f"/assets?{query}"))
+    sizes = {a["stage"]: (a["width"], a["height"]) for a in assets}
+    assert sizes == {"base": (64, 64), "refiner": (64, 64), "latent_x2": (128, 128), "final": (128, 128)}
+    assert search_ids(studio, word) == job["asset_ids"]  # the library lists finals unless asked
 
 
 @pytest.mark.parametrize(

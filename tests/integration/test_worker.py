@@ -95,11 +95,11 @@ def test_unreachable_broker_leaves_no_job_behind(shared_studio, tmp_path):
     settings = Settings(data_dir=tmp_path, broker_url=f"redis://127.0.0.1:{free_port()}/0")
     client = StudioClient(studio.db, create_celery(settings), studio.client.profile, studio.client.styles)
     with studio.db.session() as session:
-        before = repo.queue_depth(session)
+        before = repo.count_jobs(session, "queued")
     with pytest.raises(QueueUnavailable, match="job queue is unreachable, so the job was not created"):
         studio.submit(client)
     with studio.db.session() as session:
-        assert repo.queue_depth(session) == before
+        assert repo.count_jobs(session, "queued") == before
 
 
 def test_pool_process_killed_mid_job_is_redelivered_and_finishes_once(own_studio):
