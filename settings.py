@@ -27,7 +27,6 @@ class Settings(BaseSettings):
     worker_queues: str = "gpu,train,cpu"
     worker_name: str = "studio-embedded@%h"
     worker_heartbeat_s: float = 5.0
-    max_upload_mb: int = 20
 
     @cached_property
     def database(self) -> str:

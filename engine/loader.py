@@ -69,7 +69,7 @@ class PipelineCache:
         log.info("loading %s model %s as %s", role, spec.model, spec.pipeline)
         try:
             pipe = pipeline_cls.from_pretrained(spec.model, **kwargs)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelUnavailableError(
                 f"Could not load the {role} model {spec.model!r}: it is not a local folder, not in the "
                 f"Hugging Face cache, and could not be downloaded ({type(exc).__name__}: {exc})"
