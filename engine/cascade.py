@@ -68,9 +68,10 @@ class _StepReporter:
         self.progress, self.should_cancel = progress, should_cancel
 
     def _step(self, step: int) -> None:
+        # Progress first: a caller that stores it can read the cancel flag in the same round trip.
+        self.progress(StageProgress(self.stage, self.index, self.count, step, self.total))
         if self.should_cancel():
             raise Cancelled(f"cancelled during {self.stage} at step {step}")
-        self.progress(StageProgress(self.stage, self.index, self.count, step, self.total))
 
     def on_step_end(self, pipe, i, t, callback_kwargs):  # callback_on_step_end style
         self._step(i + 1)

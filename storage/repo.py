@@ -61,14 +61,15 @@ def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
 
 
 def record_progress(session: Session, job_id: str, fraction: float, stage: str) -> bool:
-    """Store progress and return whether the user asked to cancel."""
-    session.execute(
+    """Store progress and return whether the job should stop (cancel asked, or no longer running)."""
+    cancel = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == JobState.RUNNING)
         .values(progress=fraction, stage=stage, heartbeat_at=utcnow())
-    )
+        .returning(Job.cancel_requested)
+    ).scalar_one_or_none()
     session.commit()
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    return cancel is None or cancel
 
 
 def finish_job(session: Session, job_id: str, state: str, stage: str, error: str | None = None) -> None:

@@ -67,7 +67,7 @@ def test_progress_rises_through_every_stage_to_one(tiny, cache):
 
 def test_cancel_stops_between_steps(tiny, cache):
     seen = []
-    with pytest.raises(Cancelled, match="cancelled during base at step 3"):
+    with pytest.raises(Cancelled, match="cancelled during base at step 2"):
         run_cascade(params_for(tiny, steps=50), tiny, cache, progress=seen.append,
                     should_cancel=lambda: len(seen) >= 3)
     assert seen[-1].step == 2 and len(seen) == 3
