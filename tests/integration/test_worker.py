@@ -14,8 +14,8 @@ from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
-# A job long enough to act on while it runs (about 3-10 s on two cores).
-LONG_JOB = dict(steps=100, width=128, height=128)
+# A job long enough to act on while it runs (about 5-10 s on two cores).
+LONG_JOB = dict(steps=150, width=192, height=192)
 
 
 def assets_of(studio, job):
@@ -25,7 +25,7 @@ def assets_of(studio, job):
 
 def test_job_succeeds_with_rising_progress_and_stored_images(shared_studio):
     studio = shared_studio
-    job = studio.submit(count=2, steps=40, stages=["refiner", "latent_x2"], seed=11)
+    job = studio.submit(count=2, steps=150, stages=["refiner", "latent_x2"], seed=11)
     seen = []
 
     def finished():
