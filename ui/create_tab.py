@@ -157,6 +157,8 @@ def build_create_tab(services: Services) -> CreateTab:
             job = services.client.submit(services.owner_id, "generate", raw, origin="create")
         except (ParamError, QueueUnavailable) as exc:
             raise gr.Error(str(exc)) from exc
+        if not services.client.health()["workers"]:
+            gr.Warning("No worker is online: the job waits in the queue until one starts (python app.py worker).")
         seed_text = f"seed {job.params['seed']}"
         yield job.id, [], [], f"Queued ({seed_text}) · job `{job.id}`"
         while not job.finished:
