@@ -31,11 +31,11 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
             gallery = gr.Gallery(label="My assets", format="png", columns=6, height=600, elem_id="assets-gallery",
                                  buttons=["download", "fullscreen"])
         with gr.Column(scale=2):
-            info = gr.Markdown()
+            info = gr.Markdown(elem_id="assets-info")
             with gr.Row():
-                favourite_button = gr.Button("☆ Favourite")
-                reuse_button = gr.Button("Reuse settings")
-                delete_button = gr.Button("Delete", variant="stop")
+                favourite_button = gr.Button("☆ Favourite", elem_id="assets-favourite")
+                reuse_button = gr.Button("Reuse settings", elem_id="assets-reuse")
+                delete_button = gr.Button("Delete", variant="stop", elem_id="assets-delete")
             params_view = gr.JSON(label="Parameters (provenance)")
     asset_ids = gr.State([])
     selected = gr.State(None)

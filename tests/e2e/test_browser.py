@@ -107,4 +107,18 @@ def test_create_then_find_it_in_my_assets(page, studio, tmp_path):
     expect(page.get_by_text("1 asset(s)", exact=True)).to_be_visible()
     expect(assets_gallery.locator("button", has_text=word)).to_have_count(1)
 
+    # Select it: its size, seed and download link show; favourite it; send its settings back to Create.
+    assets_gallery.locator("button", has_text=word).first.click()
+    info = page.locator("#assets-info")
+    expect(info).to_contain_text(f"64×64 px · seed {seed}")
+    expect(info.get_by_role("link", name="Download PNG")).to_have_attribute("href", re.compile(r"/api/v1/assets/\w+/file"))
+    page.locator("#assets-favourite").click()
+    expect(info).to_contain_text("★ favourite")
+    _, favourites = http_json("GET", f"{studio.url}/api/v1/assets?favourites=true&search={word}")
+    assert len(favourites) == 1
+    page.locator("#assets-reuse").click()
+    expect(page.get_by_role("tab", name="Create", selected=True)).to_be_visible()
+    expect(page.locator("#create-prompt textarea")).to_have_value(prompt)
+    expect(page.get_by_label("Seed (-1 = random)")).to_have_value(seed)
+
     assert page.errors == [], f"uncaught errors in the page: {page.errors}"
