@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str | None = None  # default: SQLite in data_dir
     broker_url: str | None = None  # default: SQLite broker in data_dir (kombu's sqlalchemy transport)
-    broker_poll_interval: float = 0.1  # seconds between polls of the embedded broker
+    broker_poll_interval: float = 0.05  # seconds between polls of the embedded broker (idle: ~6% of a core)
     files_dir: Path | None = None
     models_dir: Path | None = None
     profile: str = "auto"

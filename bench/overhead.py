@@ -146,8 +146,8 @@ def main() -> None:
     cli.add_argument("--runs", type=int, default=7, help="timed jobs per path (default 7)")
     cli.add_argument("--steps", type=int, help="denoising steps (default: chosen for a ~2 s engine-only job)")
     cli.add_argument("--size", type=int, default=256, help="width and height in px, a multiple of 8 (default 256)")
-    cli.add_argument("--poll-interval", type=float, default=0.1,
-                     help="STUDIO_BROKER_POLL_INTERVAL for the server, seconds (default 0.1)")
+    cli.add_argument("--poll-interval", type=float, default=0.05,
+                     help="STUDIO_BROKER_POLL_INTERVAL for the server, seconds (default 0.05, the studio's default)")
     args = cli.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as tmp:
