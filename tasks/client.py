@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 from datetime import timedelta
 
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from engine.params import ParamError, resolve_generation
+from engine.params import GenerationParams, ParamError, resolve_generation
 from engine.profiles import Profile
 from engine.styles import Style
 from storage import repo
@@ -30,7 +31,8 @@ class QueueUnavailable(RuntimeError):
 @dataclass
 class JobKind:
     task: str
-    resolve: object  # (raw params, profile, styles) -> object with to_dict()
+    # (raw params, profile, styles) -> validated parameters with to_dict(); raises ParamError
+    resolve: Callable[[dict, Profile, dict[str, Style]], GenerationParams]
 
 
 JOB_KINDS = {"generate": JobKind(task=GENERATE, resolve=resolve_generation)}

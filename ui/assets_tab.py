@@ -8,7 +8,8 @@ import gradio as gr
 
 from storage import repo
 from storage.models import utcnow
-from ui.create_tab import CreateTab, wire_selection
+from ui.asset_panel import wire_selection
+from ui.create_tab import CreateTab
 from ui.services import Services, banner
 
 ORIGINS = [("All tabs", ""), ("Create", "create"), ("REST API", "api")]

@@ -12,6 +12,7 @@ from engine.profiles import STAGE_LABELS
 from storage import repo
 from storage.models import JobState
 from tasks.client import QueueUnavailable
+from ui.asset_panel import caption, wire_selection
 from ui.services import Services, banner
 
 POLL_SECONDS = 0.1
@@ -28,49 +29,6 @@ def aspect_of(width: int, height: int) -> str:
         if width * h == height * w:
             return aspect
     return CUSTOM_ASPECT
-
-
-def asset_details(services: Services, asset_id: str | None) -> tuple[dict, str]:
-    """The selected asset's parameters and a download link, or empty values."""
-    if not asset_id:
-        return {}, ""
-    with services.db.session() as session:
-        asset = repo.get_asset(session, asset_id, services.owner_id)
-    if asset is None:
-        return {}, "This asset no longer exists."
-    star = "★ favourite · " if asset.favourite else ""
-    link = (f"{star}{asset.width}×{asset.height} px · seed {asset.params.get('seed')} · "
-            f"[Download PNG](/api/v1/assets/{asset.id}/file)")
-    return asset.params, link
-
-
-def caption(asset) -> str:
-    seed = f"seed {asset.params['seed']}"
-    return seed if asset.stage == "final" else f"{STAGE_LABELS[asset.stage]} · {seed}"
-
-
-def wire_selection(services: Services, gallery: gr.Gallery, asset_ids: gr.State, selected: gr.State,
-                   params_view: gr.JSON, info: gr.Markdown, favourite_button: gr.Button) -> None:
-    """Selecting a gallery image shows its parameters and link; the button toggles its favourite."""
-
-    def on_select(ids: list[str], evt: gr.SelectData):
-        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
-        params, text = asset_details(services, asset_id)
-        return asset_id, params, text
-
-    gallery.select(on_select, asset_ids, [selected, params_view, info], api_visibility="private")
-    favourite_button.click(lambda a: toggle_favourite(services, a), selected, info, api_visibility="private")
-
-
-def toggle_favourite(services: Services, asset_id: str | None) -> str:
-    if not asset_id:
-        raise gr.Error("Select an image first.")
-    with services.db.session() as session:
-        asset = repo.get_asset(session, asset_id, services.owner_id)
-        if asset is None:
-            raise gr.Error("This asset no longer exists.")
-        repo.set_favourite(session, asset, not asset.favourite)
-    return asset_details(services, asset_id)[1]
 
 
 @dataclass
