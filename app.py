@@ -139,20 +139,25 @@ def models(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    # Options every command takes, before or after its name; SUPPRESS keeps a subcommand from
+    # overwriting a value given before it with its own default.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--profile", help="model profile: auto (default), sdxl, hunyuan, sd15, tiny, or one you added")
+    common.add_argument("--data-dir", help="where the database, broker and files live (default ./data)")
     top = argparse.ArgumentParser(
-        prog="app.py", description="AI Creative Studio. With no command: start the web app and one embedded worker.",
+        prog="app.py", parents=[common],
+        description="AI Creative Studio. With no command: start the web app and one embedded worker.",
     )
-    top.add_argument("--profile", help="model profile: auto (default), sdxl, hunyuan, sd15, tiny, or one you added")
     top.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     top.add_argument("--port", type=int, help="port to listen on (default 7860)")
-    top.add_argument("--data-dir", help="where the database, broker and files live (default ./data)")
     top.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
     commands = top.add_subparsers(dest="command")
-    worker = commands.add_parser("worker", help="run a worker alone (on a GPU machine), taking jobs from the queues")
+    worker = commands.add_parser("worker", parents=[common],
+                                 help="run a worker alone (on a GPU machine), taking jobs from the queues")
     worker.add_argument("--queues", dest="worker_queues", help="comma-separated queues (default gpu,train,cpu)")
     worker.add_argument("--name", dest="worker_name", help="worker name, e.g. gpu1@%%h")
     worker.add_argument("--loglevel", default="INFO")
-    model_cmd = commands.add_parser("models", help="manage model profiles")
+    model_cmd = commands.add_parser("models", parents=[common], help="manage model profiles")
     model_cmd.add_argument("action", choices=["build-tiny", "list"],
                            help="build-tiny: write the offline tiny profile; list: show profiles and which models are available")
     return top
