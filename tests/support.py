@@ -131,3 +131,51 @@ class StudioServer(ManagedProcess):
             return job if job["state"] in ("succeeded", "failed", "cancelled") else None
 
         return wait_for(finished, timeout, 0.1, f"job {job_id}")
+
+
+def _as_service_user(args: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run it as the postgres user when the tests are root."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+class RedisServer(ManagedProcess):
+    """Debian's redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        super().__init__(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(workdir)], dict(os.environ), workdir / "redis.log", workdir)
+        wait_for(self._answers, 20, 0.1, "redis-server")
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return redis.Redis.from_url(self.url).ping()
+        except redis.ConnectionError:
+            return False
+
+
+class PostgresServer:
+    """Debian's PostgreSQL in a throw-away cluster on a free loopback port."""
+
+    def __init__(self, workdir: Path):
+        bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not bindirs:
+            raise FileNotFoundError("PostgreSQL is not installed (Debian package postgresql)")
+        self.bin, self.port = bindirs[-1], free_port()
+        self.datadir = workdir / "pgdata"
+        workdir.chmod(0o777)  # the postgres user writes its cluster and log here
+        subprocess.run(_as_service_user([str(self.bin / "initdb"), "-D", str(self.datadir), "-A", "trust",
+                                         "-U", "studio"]), check=True, capture_output=True)
+        options = f"-p {self.port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-o", options,
+                                         "-l", str(workdir / "postgres.log"), "-w", "start"]), check=True, capture_output=True)
+        subprocess.run(_as_service_user([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                                         "-U", "studio", "studio"]), check=True, capture_output=True)
+        self.url = f"postgresql+psycopg://studio@127.0.0.1:{self.port}/studio"
+
+    def stop(self) -> None:
+        subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"]),
+                       capture_output=True)
