@@ -85,7 +85,7 @@ def serve(args: argparse.Namespace) -> None:
         owner = repo.ensure_user(session)
     styles = load_styles()
     services = Services(db=db, files=FileStore(settings.files), client=StudioClient(db, celery_app, profile, styles),
-                        profile=profile, styles=styles, owner_id=owner.id)
+                        owner_id=owner.id)
     worker = start_embedded_worker(profile.name) if settings.embedded_worker and not args.no_worker else None
     # uvicorn re-raises SIGTERM after its own shutdown; as SystemExit it lets the worker be stopped below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -10,8 +10,10 @@ from datetime import timedelta
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from engine.params import GenerationParams, ParamError, resolve_generation
-from engine.profiles import Profile
+from engine.params import (
+    ASPECT_RATIOS, MAX_COUNT, MAX_STEPS, SAMPLERS, GenerationParams, ParamError, resolve_generation, size_for_aspect,
+)
+from engine.profiles import STAGE_LABELS, Profile
 from engine.styles import Style
 from storage import repo
 from storage.db import Database
@@ -26,6 +28,47 @@ WORKER_TIMEOUT = timedelta(seconds=30)
 
 class QueueUnavailable(RuntimeError):
     """The broker could not be reached; the job was not created."""
+
+
+class InvalidRequest(ValueError):
+    """Parameters a user must correct; the message says how."""
+
+
+@dataclass(frozen=True)
+class FormOptions:
+    """What the web side's forms offer: the active profile's limits and defaults, styles, samplers."""
+
+    profile: str
+    profile_label: str
+    images_are_noise: bool
+    default_size: tuple[int, int]
+    min_size: int
+    max_size: int
+    steps: int
+    guidance: float
+    sampler: str
+    stages: list[str]  # base first
+    stage_labels: dict[str, str]
+    samplers: list[str]
+    styles: list[tuple[str, str]]  # (label shown, name)
+    aspect_ratios: tuple[str, ...]
+    max_count: int
+    max_steps: int
+
+    @classmethod
+    def of(cls, profile: Profile, styles: dict[str, Style]) -> "FormOptions":
+        return cls(
+            profile=profile.name, profile_label=profile.label, images_are_noise=profile.is_noise,
+            default_size=profile.default_size, min_size=profile.min_size, max_size=profile.max_size,
+            steps=profile.steps, guidance=profile.guidance, sampler=profile.sampler, stages=profile.stages,
+            stage_labels=dict(STAGE_LABELS), samplers=list(SAMPLERS),
+            styles=[(f"{s.label} · {s.label_zh}", s.name) for s in styles.values()],
+            aspect_ratios=ASPECT_RATIOS, max_count=MAX_COUNT, max_steps=MAX_STEPS,
+        )
+
+    @staticmethod
+    def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
+        return size_for_aspect(aspect, long_side)
 
 
 @dataclass
@@ -67,13 +110,17 @@ class JobView:
 class StudioClient:
     def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style]):
         self.db, self.celery, self.profile, self.styles = db, celery, profile, styles
+        self.options = FormOptions.of(profile, styles)
 
     def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:
-        """Validate, insert the job row, send the task. Raises ParamError or QueueUnavailable."""
+        """Validate, insert the job row, send the task. Raises InvalidRequest or QueueUnavailable."""
         if kind not in JOB_KINDS:
-            raise ParamError(f"Unknown job kind {kind!r}. Known kinds: {', '.join(JOB_KINDS)}.")
+            raise InvalidRequest(f"Unknown job kind {kind!r}. Known kinds: {', '.join(JOB_KINDS)}.")
         spec = JOB_KINDS[kind]
-        params = spec.resolve(raw_params, self.profile, self.styles).to_dict()
+        try:
+            params = spec.resolve(raw_params, self.profile, self.styles).to_dict()
+        except ParamError as exc:
+            raise InvalidRequest(str(exc)) from exc
         with self.db.session() as session:
             job = repo.create_job(session, owner_id, kind, params, self.profile.name, origin)
         try:

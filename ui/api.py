@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from engine.params import ParamError
 from storage import repo
 from storage.models import Asset
-from tasks.client import JobView, QueueUnavailable
+from tasks.client import InvalidRequest, JobView, QueueUnavailable
 from ui.services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["studio"])
@@ -59,7 +58,7 @@ class AssetPatch(BaseModel):
 def submit_job(body: JobRequest, services: ServicesDep) -> JobView:
     try:
         job = services.client.submit(services.owner_id, body.kind, body.params, origin="api")
-    except ParamError as exc:
+    except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
         raise HTTPException(503, str(exc)) from exc

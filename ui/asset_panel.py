@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine.profiles import STAGE_LABELS
 from storage import repo
 from storage.models import Asset
 from ui.services import Services
@@ -24,9 +23,9 @@ def asset_details(services: Services, asset_id: str | None) -> tuple[dict, str]:
     return asset.params, link
 
 
-def caption(asset: Asset) -> str:
+def caption(services: Services, asset: Asset) -> str:
     seed = f"seed {asset.params['seed']}"
-    return seed if asset.stage == "final" else f"{STAGE_LABELS[asset.stage]} · {seed}"
+    return seed if asset.stage == "final" else f"{services.options.stage_labels[asset.stage]} · {seed}"
 
 
 def wire_selection(services: Services, gallery: gr.Gallery, asset_ids: gr.State, selected: gr.State,

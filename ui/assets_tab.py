@@ -19,7 +19,7 @@ PAGE_SIZE = 200
 
 def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab) -> None:
     """Build the tab inside ``tab``; opening the tab reloads the list."""
-    gr.Markdown(banner(services.profile), visible=services.profile.is_noise, elem_classes=["noise-banner"])
+    gr.Markdown(banner(services.options), visible=services.options.images_are_noise, elem_classes=["noise-banner"])
     with gr.Row():
         search = gr.Textbox(label="Search prompts", placeholder="fox snow", scale=3)
         origin = gr.Dropdown(ORIGINS, value="", label="Made in")

@@ -7,11 +7,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from engine.params import ASPECT_RATIOS, MAX_COUNT, MAX_STEPS, SAMPLERS, ParamError, size_for_aspect
-from engine.profiles import STAGE_LABELS
 from storage import repo
 from storage.models import JobState
-from tasks.client import QueueUnavailable
+from tasks.client import FormOptions, InvalidRequest, QueueUnavailable
 from ui.asset_panel import caption, wire_selection
 from ui.services import Services, banner
 
@@ -19,12 +17,8 @@ POLL_SECONDS = 0.1
 CUSTOM_ASPECT = "custom"
 
 
-def style_choices(services: Services) -> list[tuple[str, str]]:
-    return [(f"{s.label} · {s.label_zh}", s.name) for s in services.styles.values()]
-
-
-def aspect_of(width: int, height: int) -> str:
-    for aspect in ASPECT_RATIOS:
+def aspect_of(options: FormOptions, width: int, height: int) -> str:
+    for aspect in options.aspect_ratios:
         w, h = (int(x) for x in aspect.split(":"))
         if width * h == height * w:
             return aspect
@@ -40,42 +34,42 @@ class CreateTab:
 
     def values_from(self, params: dict) -> list:
         """Form values that reproduce the image these parameters made."""
-        profile = self.services.profile
-        width = int(params.get("width") or profile.default_size[0])
-        height = int(params.get("height") or profile.default_size[1])
-        stages = [s for s in params.get("stages", []) if s != "base" and s in profile.stages]
+        options = self.services.options
+        width = int(params.get("width") or options.default_size[0])
+        height = int(params.get("height") or options.default_size[1])
+        stages = [s for s in params.get("stages", []) if s != "base" and s in options.stages]
         return [
             params.get("prompt", ""), params.get("negative_prompt", ""), params.get("style", "none"),
-            aspect_of(width, height), width, height, int(params.get("count", 1)), int(params.get("steps", profile.steps)),
-            float(params.get("guidance", profile.guidance)), params.get("sampler", profile.sampler),
+            aspect_of(options, width, height), width, height, int(params.get("count", 1)), int(params.get("steps", options.steps)),
+            float(params.get("guidance", options.guidance)), params.get("sampler", options.sampler),
             int(params.get("seed", -1)), stages, bool(params.get("keep_stage_images", False)),
         ]
 
 
 def build_create_tab(services: Services) -> CreateTab:
-    profile = services.profile
-    gr.Markdown(banner(profile), visible=profile.is_noise, elem_classes=["noise-banner"])
+    options = services.options
+    gr.Markdown(banner(options), visible=options.images_are_noise, elem_classes=["noise-banner"])
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox in fresh snow, morning light / 雪地里的红狐狸", elem_id="create-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="blurry, watermark")
             with gr.Row():
-                style = gr.Dropdown(style_choices(services), value="none", label="Style")
-                sampler = gr.Dropdown(list(SAMPLERS), value=profile.sampler, label="Sampler")
+                style = gr.Dropdown(options.styles, value="none", label="Style")
+                sampler = gr.Dropdown(options.samplers, value=options.sampler, label="Sampler")
             with gr.Row():
-                aspect = gr.Dropdown([*ASPECT_RATIOS, CUSTOM_ASPECT], value=aspect_of(*profile.default_size), label="Aspect ratio")
-                count = gr.Slider(1, MAX_COUNT, value=1, step=1, label="Images")
+                aspect = gr.Dropdown([*options.aspect_ratios, CUSTOM_ASPECT], value=aspect_of(options, *options.default_size), label="Aspect ratio")
+                count = gr.Slider(1, options.max_count, value=1, step=1, label="Images")
             with gr.Row():
-                width = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[0], step=8, label="Width (px)")
-                height = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[1], step=8, label="Height (px)")
+                width = gr.Slider(options.min_size, options.max_size, value=options.default_size[0], step=8, label="Width (px)")
+                height = gr.Slider(options.min_size, options.max_size, value=options.default_size[1], step=8, label="Height (px)")
             with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=profile.steps, step=1, label="Steps")
-                guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance")
+                steps = gr.Slider(1, options.max_steps, value=options.steps, step=1, label="Steps")
+                guidance = gr.Slider(0, 30, value=options.guidance, step=0.5, label="Guidance")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
             with gr.Row():
                 stages = gr.CheckboxGroup(
-                    [(STAGE_LABELS[s], s) for s in profile.stages if s != "base"], value=[],
-                    label="Cascade stages after the base", info=f"Profile {profile.name}: {profile.label}",
+                    [(options.stage_labels[s], s) for s in options.stages if s != "base"], value=[],
+                    label="Cascade stages after the base", info=f"Profile {options.profile}: {options.profile_label}",
                 )
                 keep = gr.Checkbox(value=False, label="Keep each stage's image")
             with gr.Row():
@@ -100,8 +94,8 @@ def build_create_tab(services: Services) -> CreateTab:
     def on_aspect(choice: str, w: int, h: int):
         if choice == CUSTOM_ASPECT:
             return gr.update(), gr.update()
-        new_w, new_h = size_for_aspect(choice, int(max(w, h)))
-        clamp = lambda v: min(profile.max_size, max(profile.min_size, v))  # noqa: E731
+        new_w, new_h = options.size_for_aspect(choice, int(max(w, h)))
+        clamp = lambda v: min(options.max_size, max(options.min_size, v))  # noqa: E731
         return clamp(new_w), clamp(new_h)
 
     aspect.input(on_aspect, [aspect, width, height], [width, height], api_visibility="private")
@@ -113,7 +107,7 @@ def build_create_tab(services: Services) -> CreateTab:
                    seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v)
         try:
             job = services.client.submit(services.owner_id, "generate", raw, origin="create")
-        except (ParamError, QueueUnavailable) as exc:
+        except (InvalidRequest, QueueUnavailable) as exc:
             raise gr.Error(str(exc)) from exc
         if not services.client.health()["workers"]:
             gr.Warning("No worker is online: the job waits in the queue until one starts (python app.py worker).")
@@ -131,7 +125,7 @@ def build_create_tab(services: Services) -> CreateTab:
             raise gr.Error(f"Generation failed: {job.error}")
         with services.db.session() as session:
             assets = repo.job_assets(session, job.id, services.owner_id)
-        images = [(str(services.asset_path(a)), caption(a)) for a in assets]
+        images = [(str(services.asset_path(a)), caption(services, a)) for a in assets]
         final = [a for a in assets if a.stage == "final"]
         kept = f" (+{len(assets) - len(final)} stage images)" if len(assets) > len(final) else ""
         summary = f"Done: {len(final)} image(s), {final[0].width}×{final[0].height} px, {seed_text}{kept}."

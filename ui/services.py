@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.profiles import Profile
-from engine.styles import Style
 from storage import repo
 from storage.db import Database
 from storage.files import MIME_EXTENSIONS, FileStore
 from storage.models import Asset
-from tasks.client import StudioClient
+from tasks.client import FormOptions, StudioClient
 
 
 @dataclass
@@ -19,9 +17,11 @@ class Services:
     db: Database
     files: FileStore
     client: StudioClient
-    profile: Profile
-    styles: dict[str, Style]
     owner_id: str
+
+    @property
+    def options(self) -> FormOptions:
+        return self.client.options
 
     def asset_path(self, asset: Asset) -> Path:
         return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
@@ -34,9 +34,9 @@ class Services:
             self.files.delete(orphan, MIME_EXTENSIONS[asset.mime])
 
 
-def banner(profile: Profile) -> str:
+def banner(options: FormOptions) -> str:
     """The notice every tab shows while the tiny offline profile is active."""
-    if not profile.is_noise:
+    if not options.images_are_noise:
         return ""
     return (
         "**Offline demo models: images are random noise.** The `tiny` profile has random weights so the studio "

@@ -35,8 +35,8 @@ def test_unreachable_broker_answers_503_and_creates_no_job(tmp_path):
     with db.session() as session:
         owner = repo.ensure_user(session).id
     profile, styles = load_profiles()["tiny"], load_styles()
-    services = Services(db=db, files=FileStore(settings.files), client=StudioClient(db, create_celery(settings), profile, styles),
-                        profile=profile, styles=styles, owner_id=owner)
+    client = StudioClient(db, create_celery(settings), profile, styles)
+    services = Services(db=db, files=FileStore(settings.files), client=client, owner_id=owner)
     with TestClient(create_app(services)) as client:
         response = client.post("/api/v1/jobs", json={"kind": "generate", "params": {"prompt": "a fox"}})
         assert response.status_code == 503
