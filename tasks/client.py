@@ -36,35 +36,20 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class FormOptions:
-    """What the web side's forms offer: the active profile's limits and defaults, styles, samplers."""
+    """What the web side's forms offer: the active profile (limits, defaults, stages), styles, samplers."""
 
-    profile: str
-    profile_label: str
-    images_are_noise: bool
-    default_size: tuple[int, int]
-    min_size: int
-    max_size: int
-    steps: int
-    guidance: float
-    sampler: str
-    stages: list[str]  # base first
-    stage_labels: dict[str, str]
-    samplers: list[str]
+    profile: Profile
     styles: list[tuple[str, str]]  # (label shown, name)
-    aspect_ratios: tuple[str, ...]
-    max_count: int
-    max_steps: int
+    samplers: list[str]
+    stage_labels: dict[str, str]
+    aspect_ratios: tuple[str, ...] = ASPECT_RATIOS
+    max_count: int = MAX_COUNT
+    max_steps: int = MAX_STEPS
 
     @classmethod
     def of(cls, profile: Profile, styles: dict[str, Style]) -> "FormOptions":
-        return cls(
-            profile=profile.name, profile_label=profile.label, images_are_noise=profile.is_noise,
-            default_size=profile.default_size, min_size=profile.min_size, max_size=profile.max_size,
-            steps=profile.steps, guidance=profile.guidance, sampler=profile.sampler, stages=profile.stages,
-            stage_labels=dict(STAGE_LABELS), samplers=list(SAMPLERS),
-            styles=[(f"{s.label} · {s.label_zh}", s.name) for s in styles.values()],
-            aspect_ratios=ASPECT_RATIOS, max_count=MAX_COUNT, max_steps=MAX_STEPS,
-        )
+        return cls(profile=profile, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in styles.values()],
+                   samplers=list(SAMPLERS), stage_labels=dict(STAGE_LABELS))
 
     @staticmethod
     def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:

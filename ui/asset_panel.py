@@ -41,12 +41,19 @@ def wire_selection(services: Services, gallery: gr.Gallery, asset_ids: gr.State,
     favourite_button.click(lambda a: toggle_favourite(services, a), selected, info, api_visibility="private")
 
 
-def toggle_favourite(services: Services, asset_id: str | None) -> str:
+def selected_asset(services: Services, asset_id: str | None) -> Asset:
+    """The user's selected asset, or an error the UI shows."""
     if not asset_id:
         raise gr.Error("Select an image first.")
     with services.db.session() as session:
         asset = repo.get_asset(session, asset_id, services.owner_id)
-        if asset is None:
-            raise gr.Error("This asset no longer exists.")
-        repo.set_favourite(session, asset, not asset.favourite)
+    if asset is None:
+        raise gr.Error("This asset no longer exists.")
+    return asset
+
+
+def toggle_favourite(services: Services, asset_id: str | None) -> str:
+    asset = selected_asset(services, asset_id)
+    with services.db.session() as session:
+        repo.set_favourite(session, session.merge(asset), not asset.favourite)
     return asset_details(services, asset_id)[1]

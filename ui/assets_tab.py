@@ -8,7 +8,7 @@ import gradio as gr
 
 from storage import repo
 from storage.models import utcnow
-from ui.asset_panel import wire_selection
+from ui.asset_panel import selected_asset, wire_selection
 from ui.create_tab import CreateTab
 from ui.services import Services, banner
 
@@ -19,7 +19,7 @@ PAGE_SIZE = 200
 
 def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab) -> None:
     """Build the tab inside ``tab``; opening the tab reloads the list."""
-    gr.Markdown(banner(services.options), visible=services.options.images_are_noise, elem_classes=["noise-banner"])
+    gr.Markdown(banner(services.options), visible=services.options.profile.is_noise, elem_classes=["noise-banner"])
     with gr.Row():
         search = gr.Textbox(label="Search prompts", placeholder="fox snow", scale=3)
         origin = gr.Dropdown(ORIGINS, value="", label="Made in")
@@ -62,13 +62,7 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
     wire_selection(services, gallery, asset_ids, selected, params_view, info, favourite_button)
 
     def delete(asset_id: str | None, *filter_values):
-        if not asset_id:
-            raise gr.Error("Select an asset first.")
-        with services.db.session() as session:
-            asset = repo.get_asset(session, asset_id, services.owner_id)
-        if asset is None:
-            raise gr.Error("This asset no longer exists.")
-        services.delete_asset(asset)
+        services.delete_asset(selected_asset(services, asset_id))
         gr.Info("Asset deleted.")
         return load(*filter_values)
 

@@ -35,41 +35,43 @@ class CreateTab:
     def values_from(self, params: dict) -> list:
         """Form values that reproduce the image these parameters made."""
         options = self.services.options
-        width = int(params.get("width") or options.default_size[0])
-        height = int(params.get("height") or options.default_size[1])
-        stages = [s for s in params.get("stages", []) if s != "base" and s in options.stages]
+        profile = options.profile
+        width = int(params.get("width") or profile.default_size[0])
+        height = int(params.get("height") or profile.default_size[1])
+        stages = [s for s in params.get("stages", []) if s != "base" and s in profile.stages]
         return [
             params.get("prompt", ""), params.get("negative_prompt", ""), params.get("style", "none"),
-            aspect_of(options, width, height), width, height, int(params.get("count", 1)), int(params.get("steps", options.steps)),
-            float(params.get("guidance", options.guidance)), params.get("sampler", options.sampler),
+            aspect_of(options, width, height), width, height, int(params.get("count", 1)), int(params.get("steps", profile.steps)),
+            float(params.get("guidance", profile.guidance)), params.get("sampler", profile.sampler),
             int(params.get("seed", -1)), stages, bool(params.get("keep_stage_images", False)),
         ]
 
 
 def build_create_tab(services: Services) -> CreateTab:
     options = services.options
-    gr.Markdown(banner(options), visible=options.images_are_noise, elem_classes=["noise-banner"])
+    profile = options.profile
+    gr.Markdown(banner(options), visible=profile.is_noise, elem_classes=["noise-banner"])
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox in fresh snow, morning light / 雪地里的红狐狸", elem_id="create-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="blurry, watermark")
             with gr.Row():
                 style = gr.Dropdown(options.styles, value="none", label="Style")
-                sampler = gr.Dropdown(options.samplers, value=options.sampler, label="Sampler")
+                sampler = gr.Dropdown(options.samplers, value=profile.sampler, label="Sampler")
             with gr.Row():
-                aspect = gr.Dropdown([*options.aspect_ratios, CUSTOM_ASPECT], value=aspect_of(options, *options.default_size), label="Aspect ratio")
+                aspect = gr.Dropdown([*options.aspect_ratios, CUSTOM_ASPECT], value=aspect_of(options, *profile.default_size), label="Aspect ratio")
                 count = gr.Slider(1, options.max_count, value=1, step=1, label="Images")
             with gr.Row():
-                width = gr.Slider(options.min_size, options.max_size, value=options.default_size[0], step=8, label="Width (px)")
-                height = gr.Slider(options.min_size, options.max_size, value=options.default_size[1], step=8, label="Height (px)")
+                width = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[0], step=8, label="Width (px)")
+                height = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[1], step=8, label="Height (px)")
             with gr.Row():
-                steps = gr.Slider(1, options.max_steps, value=options.steps, step=1, label="Steps")
-                guidance = gr.Slider(0, 30, value=options.guidance, step=0.5, label="Guidance")
+                steps = gr.Slider(1, options.max_steps, value=profile.steps, step=1, label="Steps")
+                guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
             with gr.Row():
                 stages = gr.CheckboxGroup(
-                    [(options.stage_labels[s], s) for s in options.stages if s != "base"], value=[],
-                    label="Cascade stages after the base", info=f"Profile {options.profile}: {options.profile_label}",
+                    [(options.stage_labels[s], s) for s in profile.stages if s != "base"], value=[],
+                    label="Cascade stages after the base", info=f"Profile {profile.name}: {profile.label}",
                 )
                 keep = gr.Checkbox(value=False, label="Keep each stage's image")
             with gr.Row():
@@ -95,7 +97,7 @@ def build_create_tab(services: Services) -> CreateTab:
         if choice == CUSTOM_ASPECT:
             return gr.update(), gr.update()
         new_w, new_h = options.size_for_aspect(choice, int(max(w, h)))
-        clamp = lambda v: min(options.max_size, max(options.min_size, v))  # noqa: E731
+        clamp = lambda v: min(profile.max_size, max(profile.min_size, v))  # noqa: E731
         return clamp(new_w), clamp(new_h)
 
     aspect.input(on_aspect, [aspect, width, height], [width, height], api_visibility="private")

@@ -36,7 +36,7 @@ class Services:
 
 def banner(options: FormOptions) -> str:
     """The notice every tab shows while the tiny offline profile is active."""
-    if not options.images_are_noise:
+    if not options.profile.is_noise:
         return ""
     return (
         "**Offline demo models: images are random noise.** The `tiny` profile has random weights so the studio "
