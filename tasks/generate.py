@@ -55,23 +55,42 @@ class JobReporter:
         return self.cancelled
 
 
-def store_images(context: WorkerContext, job, params: GenerationParams, images_by_stage: dict) -> list[str]:
-    """Write each image's file first, then its row; return the final images' asset ids."""
-    final_ids = []
+def store_images(context: WorkerContext, job, params: GenerationParams, images_by_stage: dict) -> None:
+    """Write each image's file first, then its row (once per job, stage and index)."""
     for stage, images in images_by_stage.items():
         for index, image in enumerate(images):
             # Each image keeps the seed that reproduces it alone.
             image_params = dict(params.to_dict(), seed=image_seed(params.seed, index), count=1, batch_seed=params.seed, stage=stage)
             digest = context.files.put(png_with_params(image, image_params), "png")
             with context.db.session() as session:
-                asset = repo.store_asset(
+                repo.store_asset(
                     session, owner_id=job.owner_id, job_id=job.id, kind="image", origin=job.origin, stage=stage,
                     output_index=index, file_hash=digest, mime="image/png", width=image.width, height=image.height,
                     prompt=params.prompt, params=image_params,
                 )
-            if stage == "final":
-                final_ids.append(asset.id)
-    return final_ids
+
+
+def run_job(context: WorkerContext, job) -> tuple[str, str, str | None]:
+    """Generate and store a claimed job's images; return its final (state, stage, error)."""
+    params = GenerationParams.from_dict(job.params)
+    profile = context.profiles.get(params.profile)
+    if profile is None:
+        known = ", ".join(sorted(context.profiles))
+        return JobState.FAILED, "failed", f"This worker has no profile {params.profile!r} (it has {known})."
+    reporter = JobReporter(context, job.id)
+    try:
+        result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel,
+                             params.keep_stage_images)
+        reporter.write(1.0, "saving images")
+        store_images(context, job, params, {"final": result.images, **result.stage_images})
+    except Cancelled:
+        return JobState.CANCELLED, "cancelled", None
+    except ModelUnavailableError as exc:
+        return JobState.FAILED, "failed", str(exc)
+    except Exception as exc:
+        log.exception("job %s failed", job.id)
+        return JobState.FAILED, "failed", f"{type(exc).__name__}: {exc}"
+    return JobState.SUCCEEDED, "done", None
 
 
 @app.task(name=GENERATE, bind=True)
@@ -82,38 +101,9 @@ def generate(self, job_id: str) -> None:
     if job is None:
         log.info("job %s has nothing left to do", job_id)
         return
-    params = GenerationParams.from_dict(job.params)
-    profile = context.profiles.get(params.profile)
-    if profile is None:
-        with context.db.session() as session:
-            known = ", ".join(sorted(context.profiles))
-            repo.finish_job(session, job_id, JobState.FAILED, "failed", f"This worker has no profile {params.profile!r} (it has {known}).")
-        return
-    reporter = JobReporter(context, job_id)
-    try:
-        keep = params.keep_stage_images
-        result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel, keep)
-        reporter.write(1.0, "saving images")
-        stored = {"final": result.images}
-        if keep:
-            stored.update(result.stage_images)
-        store_images(context, job, params, stored)
-    except Cancelled:
-        with context.db.session() as session:
-            repo.finish_job(session, job_id, JobState.CANCELLED, "cancelled")
-        return
-    except ModelUnavailableError as exc:
-        with context.db.session() as session:
-            repo.finish_job(session, job_id, JobState.FAILED, "failed", str(exc))
-        return
-    except Exception as exc:
-        log.exception("job %s failed", job_id)
-        with context.db.session() as session:
-            repo.finish_job(session, job_id, JobState.FAILED, "failed", f"{type(exc).__name__}: {exc}")
-        return
-    finally:
-        with context.db.session() as session:
-            repo.heartbeat(session, self.request.hostname, context.settings.queues, context.profile.name,
-                           os.getppid(), context.model_loads)
+    state, stage, error = run_job(context, job)
     with context.db.session() as session:
-        repo.finish_job(session, job_id, JobState.SUCCEEDED, "done")
+        repo.finish_job(session, job_id, state, stage, error)
+        # The parent's heartbeat does not know the pool process's model loads; report them here.
+        repo.heartbeat(session, self.request.hostname, context.settings.queues, context.profile.name,
+                       os.getppid(), context.model_loads)
