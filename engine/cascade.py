@@ -55,8 +55,17 @@ def _set_sampler(pipe: diffusers.DiffusionPipeline, sampler: str) -> None:
 
 
 def _decode_latents(pipe: diffusers.DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
-    with torch.no_grad():
-        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    # SDXL's VAE overflows in fp16 (its config says force_upcast); decode in fp32 as the pipeline does.
+    upcast = pipe.vae.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False)
+    if upcast:
+        pipe.vae.to(torch.float32)
+    try:
+        with torch.no_grad():
+            scaled = latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+            decoded = pipe.vae.decode(scaled, return_dict=False)[0]
+    finally:
+        if upcast:
+            pipe.vae.to(torch.float16)
     return pipe.image_processor.postprocess(decoded, output_type="pil")
 
 
