@@ -160,9 +160,8 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         available = ", ".join(f"{s} ({STAGE_LABELS[s]})" for s in profile.stages)
         raise ParamError(f"The {profile.name} profile has no stage {', '.join(map(str, unknown))}; it has {available}.")
     stages = [s for s in STAGE_ORDER if s == "base" or s in requested]
-    for stage in stages:
-        multiple = STAGE_SIZE_MULTIPLE.get(stage, 8)
-        if width % multiple or height % multiple:
+    for stage, multiple in STAGE_SIZE_MULTIPLE.items():
+        if stage in stages and (width % multiple or height % multiple):
             raise ParamError(
                 f"{STAGE_LABELS[stage]} needs width and height in multiples of {multiple} px; "
                 f"{width}×{height} is not. Try {round(width / multiple) * multiple or multiple}×"

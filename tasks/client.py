@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
 from datetime import timedelta
+from typing import Callable
 
 from celery import Celery
 from kombu.exceptions import OperationalError
