@@ -16,6 +16,7 @@ from PIL import Image
 from engine.loader import PipelineCache
 from engine.params import SAMPLERS, GenerationParams, image_seed
 from engine.profiles import Profile
+from engine.prompt_encoding import prompt_arguments
 
 # Per-upscaler arguments: the latent upscaler is used without guidance, as its model card does; the x4
 # upscaler takes the job's guidance and noise-augments its low-resolution input (its card's default, 20).
@@ -39,7 +40,7 @@ class StageProgress:
 
     @property
     def fraction(self) -> float:
-        within = self.step / self.total_steps if self.total_steps else 1.0
+        within = min(1.0, self.step / self.total_steps) if self.total_steps else 1.0
         return min(1.0, (self.stage_index + within) / self.stage_count)
 
 
@@ -100,7 +101,10 @@ def run_cascade(
     progress: Callable[[StageProgress], None] = lambda p: None,
     should_cancel: Callable[[], bool] = lambda: False,
     keep_stage_images: bool = False,
+    init_images: list[Image.Image] | None = None,
 ) -> CascadeResult:
+    """Run every stage of ``params``; with ``init_images`` the base stage is image-to-image at
+    ``params.strength`` (variations of a picture), one init image per output or one for all."""
     stages = params.stages
     count = len(stages)
     result = CascadeResult(images=[])
@@ -118,11 +122,19 @@ def run_cascade(
     negatives = [params.full_negative_prompt] * params.count
     use_refiner = "refiner" in stages
 
-    base = cache.pipeline(profile, "base")
+    if init_images:
+        base = cache.image_to_image(profile)
+        sized = [image.convert("RGB").resize((params.width, params.height), Image.LANCZOS) for image in init_images]
+        init = dict(image=sized * params.count if len(sized) == 1 else sized, strength=params.strength)
+        denoised_steps = max(1, int(params.steps * params.strength))
+    else:
+        base = cache.pipeline(profile, "base")
+        init = dict(width=params.width, height=params.height)
+        denoised_steps = params.steps
     _set_sampler(base, params.sampler)
-    base_steps = round(params.steps * profile.refiner_start) if use_refiner else params.steps
+    base_steps = round(denoised_steps * profile.refiner_start) if use_refiner else denoised_steps
     base_kwargs = dict(
-        prompt=prompts, negative_prompt=negatives, width=params.width, height=params.height,
+        **prompt_arguments(base, prompts, negatives), **init,
         num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators(),
         callback_on_step_end=reporter("base", base_steps).on_step_end,
     )
@@ -133,9 +145,9 @@ def run_cascade(
         refiner = cache.pipeline(profile, "refiner")
         _set_sampler(refiner, params.sampler)
         images = refiner(
-            prompt=prompts, negative_prompt=negatives, image=latents, num_inference_steps=params.steps,
+            **prompt_arguments(refiner, prompts, negatives), image=latents, num_inference_steps=params.steps,
             denoising_start=profile.refiner_start, guidance_scale=params.guidance, generator=generators(),
-            callback_on_step_end=reporter("refiner", params.steps - base_steps).on_step_end,
+            callback_on_step_end=reporter("refiner", denoised_steps - base_steps).on_step_end,
         ).images
         if keep_stage_images:
             result.stage_images["refiner"] = images

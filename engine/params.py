@@ -60,6 +60,9 @@ class GenerationParams:
     stages: list[str] = field(default_factory=lambda: ["base"])
     keep_stage_images: bool = False
     profile: str = ""
+    # Image-to-image: the asset the picture starts from, and how much of it is redrawn (1 = all).
+    init_asset_id: str | None = None
+    strength: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,6 +171,9 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
                 f"{round(height / multiple) * multiple or multiple}."
             )
 
+    init_asset_id = raw.get("init_asset_id") or None
+    strength = _number(raw, "strength", 1.0 if init_asset_id is None else 0.35, "Strength", 0.05, 1.0, whole=False)
+
     return GenerationParams(
         prompt=prompt,
         negative_prompt=negative,
@@ -184,4 +190,6 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         stages=stages,
         keep_stage_images=bool(raw.get("keep_stage_images", False)),
         profile=profile.name,
+        init_asset_id=str(init_asset_id) if init_asset_id else None,
+        strength=strength,
     )

@@ -55,6 +55,7 @@ class Profile:
     refiner_start: float = 0.8
     upscale_steps: int = 20
     offline: bool = False
+    prompt_language: str = "en"  # "zh": the base model reads Chinese, so Chinese prompts go in as written
 
     @property
     def stages(self) -> list[str]:
@@ -99,6 +100,7 @@ def load_profiles(path: str | os.PathLike | None = None, models_dir: str | os.Pa
                 refiner_start=float(entry.get("refiner_start", 0.8)),
                 upscale_steps=int(entry.get("upscale_steps", 20)),
                 offline=bool(entry.get("offline", False)),
+                prompt_language=entry.get("prompt_language", "en"),
             )
         except KeyError as exc:
             raise ProfileError(f"profile {name!r} in {path} lacks the field {exc.args[0]!r}") from exc

@@ -23,10 +23,29 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
-ROLES = ("base", "refiner", "latent_x2", "x4")
+ROLES = ("base", "refiner", "latent_x2", "x4", "llm", "scorer")
+# Qwen's ChatML layout, so the tiny LM goes through the same apply_chat_template call as the real one.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _clip_tokenizer(workdir: Path) -> CLIPTokenizer:
@@ -116,6 +135,33 @@ def build_x4(tokenizer: CLIPTokenizer) -> StableDiffusionUpscalePipeline:
     )
 
 
+def build_llm() -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
+    """A two-layer Qwen2 with a byte-level tokenizer (one token per byte) and a ChatML chat template."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)} | {s: len(alphabet) + i for i, s in enumerate(specials)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(specials)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        chat_template=CHATML_TEMPLATE, model_max_length=8192)
+    config = Qwen2Config(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                         eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<|endoftext|>"], tie_word_embeddings=True)
+    return Qwen2ForCausalLM(config).eval(), tokenizer
+
+
+def build_scorer(tokenizer: CLIPTokenizer) -> tuple[CLIPModel, CLIPProcessor]:
+    """A CLIP with 32 px images and the tiny character tokenizer."""
+    text = _clip_config(projection_dim=32).to_dict()
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                              image_size=32, patch_size=8, projection_dim=32).to_dict()
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+
+
 def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
     """Write every tiny role under ``destination/<role>``; a finished folder is replaced atomically."""
     destination = Path(destination)
@@ -128,6 +174,9 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
         pipelines = {"base": base, "refiner": refiner, "latent_x2": build_latent_x2(tokenizer), "x4": build_x4(tokenizer)}
         for role, pipe in pipelines.items():
             pipe.save_pretrained(staging / role, safe_serialization=True)
+        for role, parts in {"llm": build_llm(), "scorer": build_scorer(tokenizer)}.items():
+            for part in parts:
+                part.save_pretrained(staging / role)
         if destination.exists():
             shutil.rmtree(destination)
         staging.rename(destination)
@@ -135,4 +184,5 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
 
 
 def tiny_profile_present(destination: str | Path) -> bool:
-    return all((Path(destination) / role / "model_index.json").is_file() for role in ROLES)
+    folder = Path(destination)
+    return all((folder / role / "model_index.json").is_file() or (folder / role / "config.json").is_file() for role in ROLES)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text, UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -86,6 +88,7 @@ class Asset(Base):
     prompt: Mapped[str] = mapped_column(Text, default="")
     params: Mapped[dict] = mapped_column(default=dict)
     favourite: Mapped[bool] = mapped_column(Boolean, default=False)
+    score: Mapped[float | None] = mapped_column(Float)  # CLIP text-image score, when the job ranked its candidates
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
     job: Mapped[Job | None] = relationship(back_populates="assets")
@@ -98,6 +101,41 @@ class Board(Base):
     name: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     assets: Mapped[list[Asset]] = relationship(secondary=board_assets)
+
+
+class Conversation(Base):
+    """A creation chat. Its turns form a tree; ``head_turn_id`` is the turn the next message follows."""
+
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="New conversation")
+    head_turn_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    turns: Mapped[list["Turn"]] = relationship(back_populates="conversation", order_by="Turn.created_at")
+
+
+class Turn(Base):
+    """One user message (or per-image tweak) and what the studio made of it."""
+
+    __tablename__ = "turns"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("turns.id"), index=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    tweak: Mapped[dict | None] = mapped_column(JSON)  # {"kind": style|aspect|upscale|variations, "asset_id", ...}
+    settings: Mapped[dict] = mapped_column(default=dict)  # count, aspect, size: the form's choices for this turn
+    refined: Mapped[dict | None] = mapped_column(JSON)  # engine.refiner.RefinedTurn as a dict, once refined
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    candidates: Mapped[list] = mapped_column(default=list)  # [{"asset_id", "score", "seed", "index"}], best first
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="turns")
+    job: Mapped[Job | None] = relationship()
 
 
 class WorkerRecord(Base):

@@ -27,10 +27,11 @@ def ensure_user(session: Session, name: str = LOCAL_USER) -> User:
     return user
 
 
-def create_job(session: Session, owner_id: str, kind: str, params: dict, profile: str, origin: str) -> Job:
+def create_job(session: Session, owner_id: str, kind: str, params: dict, profile: str, origin: str,
+               commit: bool = True) -> Job:
     job = Job(owner_id=owner_id, kind=kind, params=params, profile=profile, origin=origin)
     session.add(job)
-    session.commit()
+    session.commit() if commit else session.flush()
     return job
 
 

@@ -8,13 +8,15 @@ from settings import Settings
 from tasks import sqlite_broker
 
 GENERATE = "studio.generate"
-# Which queue each task kind goes to: one GPU job at a time per GPU worker.
-TASK_QUEUES = {GENERATE: "gpu"}
+CHAT_TURN = "studio.chat_turn"
+# The task that runs each job kind, and the queue each task goes to (one GPU job at a time per GPU worker).
+JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN}
+TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu"}
 
 
 def create_celery(settings: Settings) -> Celery:
     sqlite_broker.register()
-    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.worker"])
+    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.worker"])
     app.conf.update(
         task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         task_default_queue="gpu",

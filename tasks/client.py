@@ -10,15 +10,19 @@ from typing import Callable
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from engine.chat_request import DEFAULT_CANDIDATES, TWEAKS, resolve_chat_turn
 from engine.params import (
-    ASPECT_RATIOS, MAX_COUNT, MAX_STEPS, SAMPLERS, GenerationParams, ParamError, resolve_generation, size_for_aspect,
+    ASPECT_RATIOS, MAX_COUNT, MAX_STEPS, SAMPLERS, ParamError, resolve_generation, size_for_aspect,
 )
 from engine.profiles import STAGE_LABELS, Profile
 from engine.styles import Style
-from storage import repo
+from sqlalchemy.orm import Session
+
+from storage import conversations, repo
+from storage.conversations import ConversationError
 from storage.db import Database
-from storage.models import Job, JobState
-from tasks.celery_app import GENERATE, TASK_QUEUES
+from storage.models import Conversation, Job, JobState, Turn
+from tasks.celery_app import JOB_TASKS, TASK_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,11 @@ class FormOptions:
     aspect_ratios: tuple[str, ...] = ASPECT_RATIOS
     max_count: int = MAX_COUNT
     max_steps: int = MAX_STEPS
+    default_candidates: int = DEFAULT_CANDIDATES
+    tweaks: dict = None  # tweak kind -> label
+
+    def __post_init__(self):
+        object.__setattr__(self, "tweaks", dict(TWEAKS))
 
     @classmethod
     def of(cls, profile: Profile, styles: dict[str, Style]) -> "FormOptions":
@@ -58,12 +67,24 @@ class FormOptions:
 
 @dataclass
 class JobKind:
-    task: str
     # (raw params, profile, styles) -> validated parameters with to_dict(); raises ParamError
-    resolve: Callable[[dict, Profile, dict[str, Style]], GenerationParams]
+    resolve: Callable[[dict, Profile, dict[str, Style]], object]
+    # Rows the job works on, added with it in one transaction: (session, owner, params, job id) -> params to store
+    prepare: Callable[[Session, str, dict, str], dict] | None = None
+    # Undo ``prepare`` when the job cannot be queued: (session, stored params)
+    withdraw: Callable[[Session, dict], None] | None = None
 
 
-JOB_KINDS = {"generate": JobKind(task=GENERATE, resolve=resolve_generation)}
+def _start_turn(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    turn = conversations.start_turn(session, owner_id, params, job_id)
+    return dict(params, conversation_id=turn.conversation_id, turn_id=turn.id)
+
+
+JOB_KINDS = {
+    "generate": JobKind(resolve=resolve_generation),
+    "chat_turn": JobKind(resolve=resolve_chat_turn, prepare=_start_turn,
+                         withdraw=lambda session, params: conversations.withdraw_turn(session, params["turn_id"])),
+}
 
 
 @dataclass
@@ -96,23 +117,33 @@ class StudioClient:
     def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style]):
         self.db, self.celery, self.profile, self.styles = db, celery, profile, styles
         self.options = FormOptions.of(profile, styles)
+        self.conversations = ConversationClient(db)
 
     def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:
         """Validate, insert the job row, send the task. Raises InvalidRequest or QueueUnavailable."""
         if kind not in JOB_KINDS:
             raise InvalidRequest(f"Unknown job kind {kind!r}. Known kinds: {', '.join(JOB_KINDS)}.")
-        spec = JOB_KINDS[kind]
+        spec, task = JOB_KINDS[kind], JOB_TASKS[kind]
         try:
             params = spec.resolve(raw_params, self.profile, self.styles).to_dict()
         except ParamError as exc:
             raise InvalidRequest(str(exc)) from exc
         with self.db.session() as session:
-            job = repo.create_job(session, owner_id, kind, params, self.profile.name, origin)
+            job = repo.create_job(session, owner_id, kind, params, self.profile.name, origin, commit=False)
+            try:
+                if spec.prepare:
+                    job.params = params = spec.prepare(session, owner_id, params, job.id)
+            except ConversationError as exc:
+                session.rollback()
+                raise InvalidRequest(str(exc)) from exc
+            session.commit()
         try:
-            self.celery.send_task(spec.task, args=[job.id], task_id=job.id, queue=TASK_QUEUES[spec.task], retry=False)
+            self.celery.send_task(task, args=[job.id], task_id=job.id, queue=TASK_QUEUES[task], retry=False)
         except (OperationalError, OSError) as exc:
             log.error("broker unreachable, job %s withdrawn: %s", job.id, exc)
             with self.db.session() as session:
+                if spec.withdraw:
+                    spec.withdraw(session, params)
                 session.delete(session.merge(job))
                 session.commit()
             raise QueueUnavailable(
@@ -149,3 +180,93 @@ class StudioClient:
             "queue_depth": queued,
             "running": running,
         }
+
+
+@dataclass
+class TurnView:
+    """A conversation turn as the chat tab and the API show it."""
+
+    id: str
+    parent_id: str | None
+    text: str
+    tweak: dict | None
+    settings: dict
+    created_at: str
+    job: JobView | None
+    refined: dict | None  # engine.refiner.RefinedTurn as a dict: intent, prompt, mapping, reply, source, fallback...
+    seed: int | None
+    candidates: list[dict]  # [{"asset_id", "score", "seed", "index"}], best score first
+
+    @classmethod
+    def of(cls, turn: Turn) -> "TurnView":
+        return cls(id=turn.id, parent_id=turn.parent_id, text=turn.text, tweak=turn.tweak, settings=turn.settings,
+                   created_at=turn.created_at.isoformat() + "Z", job=JobView.of(turn.job) if turn.job else None,
+                   refined=turn.refined, seed=turn.seed, candidates=turn.candidates)
+
+
+@dataclass
+class ConversationView:
+    id: str
+    title: str
+    head_turn_id: str | None
+    created_at: str
+    updated_at: str
+    path: list[str]  # turn ids from the first message to the head: the conversation as it reads now
+    turns: list[TurnView]  # every turn of the tree, oldest first
+
+    @classmethod
+    def of(cls, session: Session, conversation: Conversation) -> "ConversationView":
+        head = conversations.get_turn(session, conversation.head_turn_id) if conversation.head_turn_id else None
+        return cls(id=conversation.id, title=conversation.title, head_turn_id=conversation.head_turn_id,
+                   created_at=conversation.created_at.isoformat() + "Z", updated_at=conversation.updated_at.isoformat() + "Z",
+                   path=[t.id for t in conversations.turn_path(session, head)],
+                   turns=[TurnView.of(t) for t in conversation.turns])
+
+    def turn(self, turn_id: str) -> TurnView | None:
+        return next((t for t in self.turns if t.id == turn_id), None)
+
+
+class ConversationClient:
+    """Reads and moves in a user's conversations: list, open, rename, undo, branch, delete."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def list(self, owner_id: str) -> list[dict]:
+        with self.db.session() as session:
+            return [{"id": c.id, "title": c.title, "updated_at": c.updated_at.isoformat() + "Z", "head_turn_id": c.head_turn_id}
+                    for c in conversations.list_conversations(session, owner_id)]
+
+    def get(self, owner_id: str, conversation_id: str) -> ConversationView | None:
+        with self.db.session() as session:
+            conversation = conversations.get_conversation(session, conversation_id, owner_id)
+            return ConversationView.of(session, conversation) if conversation else None
+
+    def _change(self, owner_id: str, conversation_id: str, change) -> ConversationView | None:
+        with self.db.session() as session:
+            conversation = conversations.get_conversation(session, conversation_id, owner_id)
+            if conversation is None:
+                return None
+            try:
+                change(session, conversation)
+            except ConversationError as exc:
+                raise InvalidRequest(str(exc)) from exc
+            return ConversationView.of(session, conversation)
+
+    def rename(self, owner_id: str, conversation_id: str, title: str) -> ConversationView | None:
+        return self._change(owner_id, conversation_id, lambda s, c: conversations.rename(s, c, title))
+
+    def undo(self, owner_id: str, conversation_id: str) -> ConversationView | None:
+        return self._change(owner_id, conversation_id, conversations.undo)
+
+    def branch(self, owner_id: str, conversation_id: str, turn_id: str | None) -> ConversationView | None:
+        """Continue from ``turn_id``: the next message becomes a new branch after it."""
+        return self._change(owner_id, conversation_id, lambda s, c: conversations.move_head(s, c, turn_id))
+
+    def delete(self, owner_id: str, conversation_id: str) -> bool:
+        with self.db.session() as session:
+            conversation = conversations.get_conversation(session, conversation_id, owner_id)
+            if conversation is None:
+                return False
+            conversations.delete_conversation(session, conversation)
+            return True

@@ -9,11 +9,15 @@ import logging
 import os
 import time
 
+from PIL import Image
+
 from engine.cascade import Cancelled, StageProgress, run_cascade
 from engine.loader import ModelUnavailableError
-from engine.params import GenerationParams, image_seed
-from engine.profiles import STAGE_LABELS
+from engine.params import GenerationParams, ParamError, image_seed
+from engine.profiles import STAGE_LABELS, Profile
+from engine.rerank import clip_scores
 from storage import repo
+from storage.files import MIME_EXTENSIONS
 from storage.models import JobState
 from storage.pngmeta import png_with_params
 from tasks.celery_app import GENERATE, app
@@ -55,55 +59,100 @@ class JobReporter:
         return self.cancelled
 
 
-def store_images(context: WorkerContext, job, params: GenerationParams, images_by_stage: dict) -> None:
-    """Write each image's file first, then its row (once per job, stage and index)."""
+def store_images(context: WorkerContext, job, params: GenerationParams, images_by_stage: dict,
+                 scores: list[float] | None = None, parent_id: str | None = None) -> list[str]:
+    """Write each image's file first, then its row (once per job, stage and index); return the final ids."""
+    final_ids = []
     for stage, images in images_by_stage.items():
         for index, image in enumerate(images):
             # Each image keeps the seed that reproduces it alone.
             image_params = dict(params.to_dict(), seed=image_seed(params.seed, index), count=1, batch_seed=params.seed, stage=stage)
+            score = scores[index] if scores and stage == "final" else None
+            if score is not None:
+                image_params["clip_score"] = score
             digest = context.files.put(png_with_params(image, image_params), "png")
             with context.db.session() as session:
-                repo.store_asset(
+                asset = repo.store_asset(
                     session, owner_id=job.owner_id, job_id=job.id, kind="image", origin=job.origin, stage=stage,
                     output_index=index, file_hash=digest, mime="image/png", width=image.width, height=image.height,
-                    prompt=params.prompt, params=image_params,
+                    prompt=params.prompt, params=image_params, score=score, parent_id=parent_id,
                 )
+                if stage == "final":
+                    final_ids.append(asset.id)
+    return final_ids
 
 
-def run_job(context: WorkerContext, job) -> tuple[str, str, str | None]:
-    """Generate and store a claimed job's images; return its final (state, stage, error)."""
-    params = GenerationParams.from_dict(job.params)
-    profile = context.profiles.get(params.profile)
+def load_init_image(context: WorkerContext, job, params: GenerationParams) -> Image.Image | None:
+    """The image an image-to-image job starts from: one of the job owner's assets."""
+    if not params.init_asset_id:
+        return None
+    with context.db.session() as session:
+        asset = repo.get_asset(session, params.init_asset_id, job.owner_id)
+        if asset is None:
+            raise ParamError(f"The source image {params.init_asset_id!r} does not exist (or was deleted).")
+        path = context.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
+    return Image.open(path).convert("RGB")
+
+
+class JobError(RuntimeError):
+    """A job that cannot run as asked; the message is shown to the user."""
+
+
+def job_profile(context: WorkerContext, name: str) -> Profile:
+    profile = context.profiles.get(name)
     if profile is None:
-        known = ", ".join(sorted(context.profiles))
-        return JobState.FAILED, "failed", f"This worker has no profile {params.profile!r} (it has {known})."
-    reporter = JobReporter(context, job.id)
+        raise JobError(f"This worker has no profile {name!r} (it has {', '.join(sorted(context.profiles))}).")
+    return profile
+
+
+def generate_images(context: WorkerContext, job, params: GenerationParams, reporter: JobReporter,
+                    scorer_text: str | None = None) -> tuple[list[str], list[float] | None]:
+    """Run the cascade for ``params`` and store the images; with ``scorer_text`` the final images are
+    scored by CLIP against it. Returns the final asset ids in output order, and their scores."""
+    profile = job_profile(context, params.profile)
+    init = load_init_image(context, job, params)
+    result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel,
+                         params.keep_stage_images, init_images=[init] if init else None)
+    scores = None
+    if scorer_text is not None and "scorer" in profile.roles:
+        reporter.write(1.0, "ranking candidates")
+        scores = clip_scores(context.cache.model(profile, "scorer"), result.images, scorer_text)
+    reporter.write(1.0, "saving images")
+    ids = store_images(context, job, params, {"final": result.images, **result.stage_images}, scores, params.init_asset_id)
+    return ids, scores
+
+
+def run_job(context: WorkerContext, job) -> str:
+    """Generate and store a claimed generate job's images; return its final stage label."""
+    generate_images(context, job, GenerationParams.from_dict(job.params), JobReporter(context, job.id))
+    return "done"
+
+
+def execute(task, job_id: str, work) -> None:
+    """Claim the job, run ``work(context, job)``, and record how it ended, with a message a user can read."""
+    context = worker_context()
+    with context.db.session() as session:
+        job = repo.claim_job(session, job_id, task.request.hostname)
+    if job is None:
+        log.info("job %s has nothing left to do", job_id)
+        return
+    state, error = JobState.SUCCEEDED, None
     try:
-        result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel,
-                             params.keep_stage_images)
-        reporter.write(1.0, "saving images")
-        store_images(context, job, params, {"final": result.images, **result.stage_images})
+        stage = work(context, job)
     except Cancelled:
-        return JobState.CANCELLED, "cancelled", None
-    except ModelUnavailableError as exc:
-        return JobState.FAILED, "failed", str(exc)
+        state, stage = JobState.CANCELLED, "cancelled"
+    except (ModelUnavailableError, ParamError, JobError) as exc:
+        state, stage, error = JobState.FAILED, "failed", str(exc)
     except Exception as exc:
-        log.exception("job %s failed", job.id)
-        return JobState.FAILED, "failed", f"{type(exc).__name__}: {exc}"
-    return JobState.SUCCEEDED, "done", None
+        log.exception("job %s failed", job_id)
+        state, stage, error = JobState.FAILED, "failed", f"{type(exc).__name__}: {exc}"
+    with context.db.session() as session:
+        repo.finish_job(session, job_id, state, stage, error)
+        # The parent's heartbeat does not know the pool process's model loads; report them here.
+        repo.heartbeat(session, task.request.hostname, context.settings.queues, context.profile.name,
+                       os.getppid(), context.model_loads)
 
 
 @app.task(name=GENERATE, bind=True)
 def generate(self, job_id: str) -> None:
-    context = worker_context()
-    with context.db.session() as session:
-        job = repo.claim_job(session, job_id, self.request.hostname)
-    if job is None:
-        log.info("job %s has nothing left to do", job_id)
-        return
-    state, stage, error = run_job(context, job)
-    with context.db.session() as session:
-        repo.finish_job(session, job_id, state, stage, error)
-        # The parent's heartbeat does not know the pool process's model loads; report them here.
-        repo.heartbeat(session, self.request.hostname, context.settings.queues, context.profile.name,
-                       os.getppid(), context.model_loads)
+    execute(self, job_id, run_job)

@@ -20,7 +20,7 @@ from settings import Settings
 from storage import repo
 from storage.db import Database
 from storage.files import FileStore
-from tasks.celery_app import GENERATE, app
+from tasks.celery_app import JOB_TASKS, app
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class WorkerContext:
     profiles: dict[str, Profile]
     profile: Profile
     _cache: object = field(default=None, repr=False)
+    _rules: object = field(default=None, repr=False)
 
     @property
     def cache(self):
@@ -41,6 +42,16 @@ class WorkerContext:
 
             self._cache = PipelineCache(Placement.choose(self.settings.device, self.settings.cpu_offload))
         return self._cache
+
+    @property
+    def rules(self):
+        """The prompt refiner's rule path, with the term dictionary and style presets loaded once."""
+        if self._rules is None:
+            from engine.refiner import RuleRefiner, TermDictionary
+            from engine.styles import load_styles
+
+            self._rules = RuleRefiner(TermDictionary.load(), load_styles())
+        return self._rules
 
     @property
     def model_loads(self) -> int:
@@ -99,7 +110,7 @@ def _announce_and_sweep(sender, **_):
     with context.db.session() as session:
         for job in repo.stale_running_jobs(session, hostname):
             log.warning("re-sending job %s left running by a previous run of %s", job.id, hostname)
-            app.send_task(GENERATE, args=[job.id], task_id=job.id)
+            app.send_task(JOB_TASKS[job.kind], args=[job.id], task_id=job.id)
     _heartbeat = Heartbeat(context, hostname)
     _heartbeat.beat()
     _heartbeat.start()

@@ -364,8 +364,8 @@ class RuleRefiner:
             effect = self.apply_tweak(state, turn["tweak"]) if turn.get("tweak") else self.apply_text(state, turn.get("text", ""))
             effect.changed = state.snapshot() != before
         changed = effect.changed
-        last_text = turns[-1].get("text", "") if turns else ""
-        language = "zh" if has_cjk(last_text) else "en"
+        texts = [t.get("text", "") for t in turns if not t.get("tweak")]  # tweak labels are bilingual
+        language = "zh" if texts and has_cjk(texts[-1]) else "en"
         if effect.refuse:
             intent = "refuse"
         elif changed or effect.new_seed or (turns and turns[-1].get("tweak")):
@@ -374,7 +374,7 @@ class RuleRefiner:
             intent = "chat"
         if state.empty and intent in ("draw", "edit"):
             intent = "chat"
-        conversation_language = "zh" if any(has_cjk(t.get("text", "")) for t in turns) else "en"
+        conversation_language = "zh" if any(has_cjk(t) for t in texts) else "en"
         return RefinedTurn(
             intent=intent, prompt=state.prompt(), prompt_original=state.prompt_original(conversation_language),
             negative_prompt=state.negative_prompt(), reply=_reply(intent, effect, language, state.empty),
