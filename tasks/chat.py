@@ -124,7 +124,8 @@ def run_chat_turn(context: WorkerContext, job) -> str:
 
     request = _generation_request(profile, turn, refined, seed, source)
     params = resolve_generation(request, profile, context.rules.styles)
-    ids, scores = generate_images(context, job, params, reporter, scorer_text=refined.prompt or refined.prompt_original)
+    ids, scores = generate_images(context, job, params, reporter, scorer_text=refined.prompt or refined.prompt_original,
+                                  parent_id=turn.tweak["asset_id"] if turn.tweak else None)
     order = ranked(scores) if scores else list(range(len(ids)))
     candidates = [{"asset_id": ids[i], "score": scores[i] if scores else None, "seed": image_seed(seed, i), "index": i}
                   for i in order]

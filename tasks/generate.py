@@ -106,9 +106,10 @@ def job_profile(context: WorkerContext, name: str) -> Profile:
 
 
 def generate_images(context: WorkerContext, job, params: GenerationParams, reporter: JobReporter,
-                    scorer_text: str | None = None) -> tuple[list[str], list[float] | None]:
-    """Run the cascade for ``params`` and store the images; with ``scorer_text`` the final images are
-    scored by CLIP against it. Returns the final asset ids in output order, and their scores."""
+                    scorer_text: str | None = None, parent_id: str | None = None) -> tuple[list[str], list[float] | None]:
+    """Run the cascade for ``params`` and store the images, linked to ``parent_id`` (by default the image
+    an image-to-image job starts from); with ``scorer_text`` the final images are scored by CLIP against
+    it. Returns the final asset ids in output order, and their scores."""
     profile = job_profile(context, params.profile)
     init = load_init_image(context, job, params)
     result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel,
@@ -118,7 +119,8 @@ def generate_images(context: WorkerContext, job, params: GenerationParams, repor
         reporter.write(1.0, "ranking candidates")
         scores = clip_scores(context.cache.model(profile, "scorer"), result.images, scorer_text)
     reporter.write(1.0, "saving images")
-    ids = store_images(context, job, params, {"final": result.images, **result.stage_images}, scores, params.init_asset_id)
+    ids = store_images(context, job, params, {"final": result.images, **result.stage_images}, scores,
+                       parent_id or params.init_asset_id)
     return ids, scores
 
 

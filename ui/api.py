@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from storage import repo
 from storage.models import Asset
-from tasks.client import InvalidRequest, JobView, QueueUnavailable
+from tasks.client import ConversationView, InvalidRequest, JobView, QueueUnavailable
 from ui.services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["studio"])
@@ -40,6 +40,7 @@ class AssetOut(BaseModel):
     height: int
     prompt: str
     favourite: bool
+    score: float | None
     params: dict
     created_at: datetime
     file_url: str
@@ -130,6 +131,66 @@ def patch_asset(asset_id: str, body: AssetPatch, services: ServicesDep) -> Asset
 @router.delete("/assets/{asset_id}", status_code=204)
 def delete_asset(asset_id: str, services: ServicesDep) -> None:
     services.delete_asset(_asset(services, asset_id))
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    title: str
+    updated_at: str
+    head_turn_id: str | None
+
+
+class ConversationPatch(BaseModel):
+    """Rename, and/or move the head: ``head_turn_id`` branches from that turn (null: back to the start)."""
+
+    title: str | None = None
+    head_turn_id: str | None = Field(default=None, examples=["<turn id>"])
+    move_head: bool = False
+
+
+def _conversation(result: ConversationView | None, conversation_id: str) -> ConversationView:
+    if result is None:
+        raise HTTPException(404, f"No conversation {conversation_id}.")
+    return result
+
+
+@router.get("/conversations", response_model=list[ConversationSummary])
+def list_conversations(services: ServicesDep) -> list[dict]:
+    return services.client.conversations.list(services.owner_id)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationView)
+def get_conversation(conversation_id: str, services: ServicesDep) -> ConversationView:
+    return _conversation(services.client.conversations.get(services.owner_id, conversation_id), conversation_id)
+
+
+@router.patch("/conversations/{conversation_id}", response_model=ConversationView)
+def patch_conversation(conversation_id: str, body: ConversationPatch, services: ServicesDep) -> ConversationView:
+    chats, owner = services.client.conversations, services.owner_id
+    try:
+        result = chats.get(owner, conversation_id)
+        if result is not None and body.title is not None:
+            result = chats.rename(owner, conversation_id, body.title)
+        if result is not None and body.move_head:
+            result = chats.branch(owner, conversation_id, body.head_turn_id)
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return _conversation(result, conversation_id)
+
+
+@router.post("/conversations/{conversation_id}/undo", response_model=ConversationView)
+def undo_turn(conversation_id: str, services: ServicesDep) -> ConversationView:
+    try:
+        result = services.client.conversations.undo(services.owner_id, conversation_id)
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return _conversation(result, conversation_id)
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+def delete_conversation(conversation_id: str, services: ServicesDep) -> None:
+    if not services.client.conversations.delete(services.owner_id, conversation_id):
+        raise HTTPException(404, f"No conversation {conversation_id}.")
 
 
 @router.get("/health")

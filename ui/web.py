@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from ui.api import router
 from ui.assets_tab import build_assets_tab
+from ui.chat_tab import build_chat_tab
 from ui.create_tab import build_create_tab
 from ui.services import Services
 
@@ -19,6 +20,8 @@ def build_blocks(services: Services) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
                 create = build_create_tab(services)
+            with gr.Tab("Creation chat", id="chat") as chat_tab:
+                build_chat_tab(services, create, tabs, "create", chat_tab)
             with gr.Tab("My assets", id="assets") as assets_tab:
                 build_assets_tab(services, create, tabs, "create", assets_tab)
     return blocks

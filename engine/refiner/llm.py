@@ -69,13 +69,14 @@ def build_messages(turns: list[dict], style_names: list[str]) -> list[dict]:
 
 def _json_object(text: str) -> dict:
     body = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
-    start = body.find("{")
-    if start < 0:
+    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
+    if not starts:
         raise LlmAnswerError("the model's answer is not JSON")
+    body = body[min(starts):]
     try:
-        value, _ = json.JSONDecoder().raw_decode(body[start:])
+        value, _ = json.JSONDecoder().raw_decode(body)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(body[start:].rstrip()) - 1:
+        if not body.rstrip().endswith(("}", "]")):
             raise LlmAnswerError("the model's answer was cut off before the JSON ended") from None
         raise LlmAnswerError(f"the model's answer is malformed JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(value, dict):

@@ -62,7 +62,8 @@ ZH_FILLER = re.compile(
 EN_FILLER = re.compile(
     r"(?<![\w'])(please|draw|paint|generate|create|render|show me|show|give me|i want|i'd like|i would like|"
     r"can you|could you|let's|lets|a picture of|an image of|a photo of|picture of|image of|photo of|make|it|me|"
-    r"also|now|just|the picture|the image|there|some more|more|a bit|slightly|very|too|style|look|version)(?![\w'])",
+    r"also|now|just|the picture|the image|there|some more|more|a bit|slightly|very|too|style|look|version|again|"
+    r"actually|back)(?![\w'])",
     re.IGNORECASE,
 )
 EDGE_STOPWORDS = {"a", "an", "the", "on", "in", "at", "with", "of", "and", "to", "for", "by", "from", "into",
@@ -161,6 +162,10 @@ class PictureState:
                 self.style = None
         return [i["term"] or i["source"] for i in removed]
 
+    def unnegate(self, entry: TermEntry) -> None:
+        """Asking for a named thing again ("add the people again") takes it out of the negatives."""
+        self.negatives = [n for n in self.negatives if n["term"] not in (entry.negative_terms, entry.terms)]
+
     def negate(self, terms: str, source: str) -> None:
         if not any(n["term"] == terms for n in self.negatives):
             self.negatives.append({"term": terms, "source": source})
@@ -232,6 +237,9 @@ class RuleRefiner:
         terms in a Chinese description)."""
         matches = self._entries_in(segment)
         if not has_cjk(segment):  # English subjects stay as the user wrote them, as free text
+            for m in matches:
+                if m.entry.slot == "subject":
+                    state.unnegate(m.entry)
             matches = [m for m in matches if m.entry.slot != "subject"]
         replaced: set[str] = set()
         for m in matches:
@@ -259,7 +267,7 @@ class RuleRefiner:
         matches = self._entries_in(segment)
         for m in matches:
             key = m.entry.terms if m.entry.slot != "subject" else ARTICLE.sub("", m.entry.terms)
-            removed = state.remove(key, m.phrase, slot=m.entry.slot if m.entry.slot != "subject" else None)
+            removed = state.remove(key, m.phrase, slot=m.entry.slot)
             for en in m.entry.en:  # "no people" also removes "a crowd of people" written as free text
                 removed += state.remove(en, m.phrase, slot="subject")
             if negate:
