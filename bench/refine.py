@@ -43,6 +43,7 @@ from PIL import Image  # noqa: E402
 from engine.loader import PipelineCache, Placement  # noqa: E402
 from engine.profiles import load_profiles  # noqa: E402
 from engine.refiner import RefinedTurn, RuleRefiner, TermDictionary, refine_turn  # noqa: E402
+from engine.refiner.evaluation import dialogue_failures  # noqa: E402
 from engine.refiner.llm import ask  # noqa: E402
 from engine.refiner.terms import DEFAULT_TERMS_FILE  # noqa: E402
 from engine.rerank import clip_scores  # noqa: E402
@@ -54,38 +55,11 @@ BATCHES = (1, 4, 8)  # candidates per clip_scores call
 LANGUAGES = ("zh", "en")
 
 
-# --- the dialogue set's check (the same rules as tests/unit/test_refiner.py's dialogue_failures) ---------
-
-def slot_text(slots: dict, name: str) -> str:
-    items = slots.get("negatives", []) if name == "negatives" else slots.get("slots", {}).get(name, [])
-    return " | ".join(i["term"] for i in items).lower()
-
-
-def dialogue_failures(result: RefinedTurn, dialogue: dict) -> list[str]:
-    """What the rule path got wrong after the dialogue's last turn (empty when it is right)."""
-    failures = []
-    for slot, words in dialogue.get("expect", {}).items():
-        have = slot_text(result.slots, slot)
-        failures += [f"{slot} lacks {w!r}" for w in words if w.lower() not in have]
-    for slot, words in dialogue.get("absent", {}).items():
-        have = slot_text(result.slots, slot)
-        failures += [f"{slot} still has {w!r}" for w in words if w.lower() in have]
-    if "style_preset" in dialogue and result.style != dialogue["style_preset"]:
-        failures.append(f"style preset is {result.style!r}, expected {dialogue['style_preset']!r}")
-    if "new_seed" in dialogue and result.new_seed != dialogue["new_seed"]:
-        failures.append(f"new_seed is {result.new_seed}, expected {dialogue['new_seed']}")
-    return failures
-
-
 # --- helpers ------------------------------------------------------------------------------------------
 
 def history_entry(text: str, refined: RefinedTurn | None) -> dict:
     """One turn as the worker hands it to the refiner (tasks/chat.py's _history)."""
-    answer = None
-    if refined is not None:
-        answer = {"intent": refined.intent, "prompt": refined.prompt,
-                  "negative_prompt": refined.negative_prompt, "style": refined.style}
-    return {"text": text, "tweak": None, "answer": answer}
+    return {"text": text, "tweak": None, "answer": refined.history_answer() if refined else None}
 
 
 def p95(samples: list[float]) -> float:

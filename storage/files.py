@@ -7,7 +7,6 @@ import os
 import tempfile
 from pathlib import Path
 
-
 MIME_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 

@@ -27,8 +27,7 @@ from tasks.worker import WorkerContext
 def _history(path: list[Turn]) -> list[dict]:
     """The conversation as the refiner reads it: each turn's words (or tweak) and what it became."""
     return [{"text": t.text, "tweak": t.tweak,
-             "answer": {k: t.refined[k] for k in ("intent", "prompt", "negative_prompt", "style")} if t.refined else None}
-            for t in path]
+             "answer": RefinedTurn.from_dict(t.refined).history_answer() if t.refined else None} for t in path]
 
 
 def _llm(context: WorkerContext, profile: Profile):

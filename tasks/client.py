@@ -9,15 +9,20 @@ from typing import Callable
 
 from celery import Celery
 from kombu.exceptions import OperationalError
+from sqlalchemy.orm import Session
 
-from engine.chat_request import DEFAULT_CANDIDATES, TWEAKS, resolve_chat_turn
+from engine.chat_request import DEFAULT_CANDIDATES, resolve_chat_turn
 from engine.params import (
-    ASPECT_RATIOS, MAX_COUNT, MAX_STEPS, SAMPLERS, ParamError, resolve_generation, size_for_aspect,
+    ASPECT_RATIOS,
+    MAX_COUNT,
+    MAX_STEPS,
+    SAMPLERS,
+    ParamError,
+    resolve_generation,
+    size_for_aspect,
 )
 from engine.profiles import STAGE_LABELS, Profile
 from engine.styles import Style
-from sqlalchemy.orm import Session
-
 from storage import conversations, repo
 from storage.conversations import ConversationError
 from storage.db import Database
@@ -50,10 +55,6 @@ class FormOptions:
     max_count: int = MAX_COUNT
     max_steps: int = MAX_STEPS
     default_candidates: int = DEFAULT_CANDIDATES
-    tweaks: dict = None  # tweak kind -> label
-
-    def __post_init__(self):
-        object.__setattr__(self, "tweaks", dict(TWEAKS))
 
     @classmethod
     def of(cls, profile: Profile, styles: dict[str, Style]) -> "FormOptions":

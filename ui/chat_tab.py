@@ -72,22 +72,22 @@ def mapping_markdown(turn: TurnView | None) -> str:
         return "Write a message to start. The prompt, its mapping and the candidates' scores show here."
     r = turn.refined
     source = "the rules" if r["source"] == "rules" else "the instruct LLM"
-    lines = [f"**Prompt** (written by {source}): {r['prompt'] or '—'}"]
+    facts = [f"**Prompt** (written by {source}): {r['prompt'] or '—'}"]
     if r.get("prompt_original") and r["prompt_original"] != r["prompt"]:
-        lines.append(f"**In your words:** {r['prompt_original']}")
-    lines.append(f"**Negative prompt:** {r['negative_prompt'] or '—'}")
+        facts.append(f"**In your words:** {r['prompt_original']}")
+    facts.append(f"**Negative prompt:** {r['negative_prompt'] or '—'}")
     if r.get("style"):
-        lines.append(f"**Style preset:** {r['style']}")
+        facts.append(f"**Style preset:** {r['style']}")
     if r.get("fallback"):
-        lines.append(f"⚠️ *The LLM's answer was not used ({r['fallback']}); the rules wrote this prompt.*")
+        facts.append(f"⚠️ *The LLM's answer was not used ({r['fallback']}); the rules wrote this prompt.*")
     if r["mapping"]:
-        lines += ["", "| your words | became | slot | |", "|---|---|---|---|"]
-        for m in r["mapping"]:
-            lines.append(f"| {m['from']} | {m['to'] or '—'} | {m.get('slot') or ''} | {ACTION_LABELS.get(m['action'], m['action'])} |")
-    seed = f"Seed {turn.seed}" if turn.seed is not None else ""
-    new = " (new variations)" if r.get("new_seed") else " (kept from the previous turn)" if turn.parent_id else ""
-    lines += ["", f"{seed}{new} · intent: {r['intent']}"]
-    return "\n".join(lines)
+        rows = [f"| {m['from']} | {m['to'] or '—'} | {m.get('slot') or ''} | {ACTION_LABELS.get(m['action'], m['action'])} |"
+                for m in r["mapping"]]
+        facts.append("\n".join(["| your words | became | slot | |", "|---|---|---|---|", *rows]))
+    seed = f"Seed {turn.seed}" if turn.seed is not None else "No seed yet"
+    kept = " (new variations)" if r.get("new_seed") else " (kept from the previous turn)" if turn.parent_id else ""
+    facts.append(f"{seed}{kept} · intent: {r['intent']}")
+    return "\n\n".join(facts)
 
 
 def picture_turn(view: ConversationView | None) -> TurnView | None:
@@ -230,13 +230,7 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
     upscale_button.click(tweak("upscale"), [*tweak_inputs, style, tweak_aspect], turn_outputs, api_name="chat_upscale")
     variations_button.click(tweak("variations"), [*tweak_inputs, style, tweak_aspect], turn_outputs, api_name="chat_variations")
 
-    def cancel(current_job: str | None) -> str:
-        if not current_job:
-            return "Nothing is running."
-        services.client.cancel(services.owner_id, current_job)
-        return "Cancelling…"
-
-    cancel_button.click(cancel, job_id, status, api_visibility="private")
+    cancel_button.click(services.cancel, job_id, status, api_visibility="private")
 
     def open_conversation(conv_id: str | None):
         return render(current(conv_id))

@@ -137,13 +137,7 @@ def build_create_tab(services: Services) -> CreateTab:
         run, form, [job_id, gallery, asset_ids, status], api_name="generate", concurrency_limit=None,
     )
 
-    def cancel(current: str | None) -> str:
-        if not current:
-            return "Nothing is running."
-        services.client.cancel(services.owner_id, current)
-        return "Cancelling…"
-
-    cancel_button.click(cancel, job_id, status, api_name="cancel")
+    cancel_button.click(services.cancel, job_id, status, api_name="cancel")
 
     wire_selection(services, gallery, asset_ids, selected, selected_params, selected_info, favourite_button)
 

@@ -26,6 +26,13 @@ class Services:
     def asset_path(self, asset: Asset) -> Path:
         return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
 
+    def cancel(self, job_id: str | None) -> str:
+        """Ask the running job to stop; the status line to show."""
+        if not job_id:
+            return "Nothing is running."
+        self.client.cancel(self.owner_id, job_id)
+        return "Cancelling…"
+
     def delete_asset(self, asset: Asset) -> None:
         """Remove the row, then the file if no other asset shares it."""
         with self.db.session() as session:

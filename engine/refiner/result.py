@@ -31,6 +31,10 @@ class RefinedTurn:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def history_answer(self) -> dict:
+        """What an earlier turn became, as the LLM reads it in the conversation."""
+        return {"intent": self.intent, "prompt": self.prompt, "negative_prompt": self.negative_prompt, "style": self.style}
+
     @classmethod
     def from_dict(cls, data: dict) -> "RefinedTurn":
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

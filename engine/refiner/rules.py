@@ -116,7 +116,7 @@ def _mentions(term: str, key: str) -> bool:
 class PictureState:
     """The picture as slots of (English term, the user's own words) items, negatives and a style preset."""
 
-    slots: dict[str, list[dict]] = field(default_factory=lambda: {s: [] for s in SLOTS})
+    slots: dict[str, list[dict]] = field(default_factory=lambda: {s: [] for s in SLOTS})  # slot -> [{term, source}]
     negatives: list[dict] = field(default_factory=list)
     style: str | None = None
 
@@ -142,6 +142,10 @@ class PictureState:
         self.negatives = [n for n in self.negatives
                           if not (term and (_mentions(term, n["term"]) or _mentions(n["term"], term)))
                           and n["source"] != source]
+
+    def reset(self) -> None:
+        """Start over: a new picture from nothing."""
+        self.slots, self.negatives, self.style = {s: [] for s in SLOTS}, [], None
 
     def clear(self, slot: str) -> None:
         self.slots[slot] = []
@@ -337,7 +341,7 @@ class RuleRefiner:
             effect.refuse = True
             return effect
         if RESET.search(text):
-            state.__init__()
+            state.reset()
             effect.reset = effect.new_seed = True
             text = RESET.sub(" ", text)
         if VARIATIONS.search(text):

@@ -122,3 +122,51 @@ def test_create_then_find_it_in_my_assets(page, studio, tmp_path):
     expect(page.get_by_label("Seed (-1 = random)")).to_have_value(seed)
 
     assert page.errors == [], f"uncaught errors in the page: {page.errors}"
+
+
+def test_a_creation_chat_in_the_browser(page, studio, tmp_path):
+    expect = sync_api.expect
+    page.get_by_role("tab", name="Creation chat").click()
+    word = f"heron{uuid.uuid4().hex[:6]}"
+    message = page.locator("#chat-message textarea")
+    history = page.locator("#chat-history")
+    candidates = page.locator("#chat-candidates")
+    mapping = page.locator("#chat-mapping")
+
+    # An empty message gets a reply in the chat and creates nothing.
+    page.locator("#chat-send").click()
+    expect(history).to_contain_text("The message is empty")
+
+    for text, prompt_has in [(f"a {word} standing in a pond", word), ("改成黄昏", "at dusk"), ("不要人物", "at dusk")]:
+        message.fill(text)
+        page.locator("#chat-send").click()
+        expect(mapping).to_contain_text(prompt_has, timeout=UI_TIMEOUT_MS)
+        expect(history).to_contain_text(text)
+        expect(candidates.locator("img")).to_have_count(4, timeout=UI_TIMEOUT_MS)
+    expect(mapping).to_contain_text("people, person, human figure")
+    assert image_loaded(candidates.locator("img").first)
+    captions = candidates.inner_text()
+    scores = [float(s) for s in re.findall(r"CLIP (-?\d+\.\d)", captions)]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    expect(history.locator("img").first).to_be_visible()  # images inline in the conversation
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
+    _, listing = http_json("GET", f"{studio.url}/api/v1/conversations")
+    conv = next(c for c in listing if word in c["title"])
+    _, body = http_json("GET", f"{studio.url}/api/v1/conversations/{conv['id']}")
+    assert len(body["path"]) == 3 and len({t["seed"] for t in body["turns"]}) == 1
+
+    # Undo the last turn: the conversation reads two turns again and the mapping is turn 2's.
+    page.locator("#chat-undo").click()
+    expect(history).not_to_contain_text("不要人物")
+    expect(mapping).to_contain_text("黄昏")
+    _, body = http_json("GET", f"{studio.url}/api/v1/conversations/{conv['id']}")
+    assert len(body["path"]) == 2 and len(body["turns"]) == 3
+
+    # Pick the second candidate and continue in Create with its settings.
+    candidates.locator("button").nth(1).click()
+    expect(page.locator("#chat-selected")).to_contain_text("Candidate 2")
+    page.locator("#chat-continue").click()
+    expect(page.get_by_role("tab", name="Create", selected=True)).to_be_visible()
+    expect(page.locator("#create-prompt textarea")).to_have_value(re.compile(f"{word}.*at dusk"))
+    assert page.errors == [], f"uncaught errors in the page: {page.errors}"

@@ -11,7 +11,7 @@ from settings import Settings
 from storage import repo
 from storage.db import Database
 from tasks.celery_app import create_celery
-from tasks.client import StudioClient, WORKER_TIMEOUT
+from tasks.client import WORKER_TIMEOUT, StudioClient
 from tests.support import ManagedProcess, start_worker, studio_env, wait_for
 
 pytestmark = pytest.mark.integration

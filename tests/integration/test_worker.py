@@ -6,10 +6,10 @@ import signal
 import pytest
 from PIL import Image
 
+from settings import Settings
 from storage import repo
 from tasks.celery_app import create_celery
 from tasks.client import QueueUnavailable, StudioClient
-from settings import Settings
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration

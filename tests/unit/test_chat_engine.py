@@ -11,25 +11,12 @@ import torch
 from PIL import Image
 
 from engine.cascade import run_cascade
-from engine.loader import PipelineCache, Placement
 from engine.params import resolve_generation
-from engine.profiles import load_profiles
 from engine.prompt_encoding import prompt_arguments
 from engine.refiner import RuleRefiner, TermDictionary, refine_turn
 from engine.refiner.llm import ask
 from engine.rerank import clip_scores, ranked
 from engine.styles import load_styles
-
-
-@pytest.fixture(scope="module")
-def tiny(models_dir):
-    return load_profiles(models_dir=models_dir)["tiny"]
-
-
-@pytest.fixture(scope="module")
-def cache():
-    return PipelineCache(Placement.choose("cpu"))
-
 
 # The tiny tokenizer has one token per character, so the 77-token window ends at character 75.
 HEAD = "a lighthouse on a cliff above a stormy sea, dramatic clouds, crashing waves, " * 2

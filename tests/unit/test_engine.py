@@ -8,18 +8,8 @@ import pytest
 from engine.cascade import Cancelled, run_cascade
 from engine.loader import ModelUnavailableError, PipelineCache, Placement
 from engine.params import image_seed, resolve_generation
-from engine.profiles import RoleSpec, load_profiles
+from engine.profiles import RoleSpec
 from engine.styles import load_styles
-
-
-@pytest.fixture(scope="module")
-def tiny(models_dir):
-    return load_profiles(models_dir=models_dir)["tiny"]
-
-
-@pytest.fixture(scope="module")
-def cache():
-    return PipelineCache(Placement.choose("cpu"))
 
 
 def params_for(tiny, **raw):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.refiner import RuleRefiner, TermDictionary, refine_turn
+from engine.refiner.evaluation import dialogue_failures
 from engine.refiner.llm import LlmAnswerError, build_messages, parse_answer
-from engine.refiner.terms import SLOTS, DEFAULT_TERMS_FILE
+from engine.refiner.terms import DEFAULT_TERMS_FILE, SLOTS
 from engine.styles import load_styles
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -20,29 +21,6 @@ ANSWERS = json.loads((DATA / "llm_answers.json").read_text(encoding="utf-8"))
 @pytest.fixture(scope="module")
 def rules() -> RuleRefiner:
     return RuleRefiner(TermDictionary.load(), load_styles())
-
-
-def slot_text(slots: dict, name: str) -> str:
-    items = slots["negatives"] if name == "negatives" else slots["slots"][name]
-    return " | ".join(i["term"] for i in items).lower()
-
-
-def dialogue_failures(rules: RuleRefiner, dialogue: dict) -> list[str]:
-    """What the rule path got wrong after the dialogue's last turn (empty when it is right)."""
-    turns = [{"text": t} for t in dialogue["turns"]]
-    result = refine_turn(turns, rules)
-    failures = []
-    for slot, words in dialogue.get("expect", {}).items():
-        have = slot_text(result.slots, slot)
-        failures += [f"{slot} lacks {w!r} (has {have!r})" for w in words if w.lower() not in have]
-    for slot, words in dialogue.get("absent", {}).items():
-        have = slot_text(result.slots, slot)
-        failures += [f"{slot} still has {w!r} (has {have!r})" for w in words if w.lower() in have]
-    if "style_preset" in dialogue and result.style != dialogue["style_preset"]:
-        failures.append(f"style preset is {result.style!r}, expected {dialogue['style_preset']!r}")
-    if "new_seed" in dialogue and result.new_seed != dialogue["new_seed"]:
-        failures.append(f"new_seed is {result.new_seed}, expected {dialogue['new_seed']}")
-    return failures
 
 
 def test_the_dictionary_is_large_bilingual_and_covers_every_slot():
@@ -65,7 +43,8 @@ def test_the_dialogue_set_is_large_and_half_chinese():
 
 @pytest.mark.parametrize("dialogue", DIALOGUES, ids=[d["id"] for d in DIALOGUES])
 def test_rule_path_over_the_dialogue_set(rules, dialogue):
-    assert dialogue_failures(rules, dialogue) == []
+    result = refine_turn([{"text": t} for t in dialogue["turns"]], rules)
+    assert dialogue_failures(result, dialogue) == []
 
 
 def test_a_later_turn_rewrites_the_whole_prompt_and_maps_its_words(rules):
