@@ -10,7 +10,6 @@ from engine.styles import Style
 
 DEFAULT_CANDIDATES = 4
 MAX_MESSAGE_CHARS = 10_000  # the refiner reads the first 1,000; beyond this the request is refused
-VARIATION_STRENGTH = 0.35
 # Per-image tweaks: what each needs besides the image it starts from.
 TWEAKS = {
     "style": "another style preset",

@@ -36,6 +36,10 @@ STAGE_SIZE_MULTIPLE = {"latent_x2": 32}
 # Sizes picked from an aspect ratio are multiples of this, so every stage accepts them.
 ASPECT_SIZE_MULTIPLE = 32
 
+# How much of the source image an image-to-image job redraws unless asked otherwise: enough for new
+# details, little enough to keep the composition (the chat's "variations").
+DEFAULT_STRENGTH = 0.35
+
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "4:5", "21:9")
 
 
@@ -172,7 +176,7 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
             )
 
     init_asset_id = raw.get("init_asset_id") or None
-    strength = _number(raw, "strength", 1.0 if init_asset_id is None else 0.35, "Strength", 0.05, 1.0, whole=False)
+    strength = _number(raw, "strength", 1.0 if init_asset_id is None else DEFAULT_STRENGTH, "Strength", 0.05, 1.0, whole=False)
 
     return GenerationParams(
         prompt=prompt,

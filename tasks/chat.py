@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from engine.chat_request import VARIATION_STRENGTH
 from engine.loader import ModelUnavailableError
 from engine.params import MAX_PROMPT_CHARS, MAX_SEED, image_seed, resolve_generation, size_for_aspect
 from engine.profiles import STAGE_SCALE, Profile
@@ -74,7 +73,7 @@ def _generation_request(profile: Profile, turn: Turn, refined: RefinedTurn, seed
                 raise JobError(f"The {profile.name} profile has no further super-resolution stage for this image.")
             request["stages"] = source["stages"] + upscalers[:1]
         if tweak["kind"] == "variations":
-            request.update(init_asset_id=tweak["asset_id"], strength=VARIATION_STRENGTH, count=turn.settings.get("count", 4))
+            request.update(init_asset_id=tweak["asset_id"], count=turn.settings.get("count", 4))
     return request
 
 
