@@ -137,13 +137,14 @@ def test_a_creation_chat_in_the_browser(page, studio, tmp_path):
     page.locator("#chat-send").click()
     expect(history).to_contain_text("The message is empty")
 
-    for text, prompt_has in [(f"a {word} standing in a pond", word), ("改成黄昏", "at dusk"), ("不要人物", "at dusk")]:
+    turns = [(f"a {word} standing in a pond", word), ("改成黄昏", "at dusk"), ("不要人物", "people, person, human figure"),
+             ("换成水彩风格", "watercolor")]
+    for text, prompt_has in turns:
         message.fill(text)
         page.locator("#chat-send").click()
         expect(mapping).to_contain_text(prompt_has, timeout=UI_TIMEOUT_MS)
         expect(history).to_contain_text(text)
         expect(candidates.locator("img")).to_have_count(4, timeout=UI_TIMEOUT_MS)
-    expect(mapping).to_contain_text("people, person, human figure")
     assert image_loaded(candidates.locator("img").first)
     captions = candidates.inner_text()
     scores = [float(s) for s in re.findall(r"CLIP (-?\d+\.\d)", captions)]
@@ -154,14 +155,15 @@ def test_a_creation_chat_in_the_browser(page, studio, tmp_path):
     _, listing = http_json("GET", f"{studio.url}/api/v1/conversations")
     conv = next(c for c in listing if word in c["title"])
     _, body = http_json("GET", f"{studio.url}/api/v1/conversations/{conv['id']}")
-    assert len(body["path"]) == 3 and len({t["seed"] for t in body["turns"]}) == 1
+    assert len(body["path"]) == 4 and len({t["seed"] for t in body["turns"]}) == 1
 
-    # Undo the last turn: the conversation reads two turns again and the mapping is turn 2's.
+    # Undo the last turn: the conversation reads three turns again and the mapping is turn 3's.
     page.locator("#chat-undo").click()
-    expect(history).not_to_contain_text("不要人物")
-    expect(mapping).to_contain_text("黄昏")
+    expect(history).not_to_contain_text("换成水彩风格")
+    expect(mapping).to_contain_text("people, person, human figure")
+    expect(mapping).not_to_contain_text("watercolor")
     _, body = http_json("GET", f"{studio.url}/api/v1/conversations/{conv['id']}")
-    assert len(body["path"]) == 2 and len(body["turns"]) == 3
+    assert len(body["path"]) == 3 and len(body["turns"]) == 4
 
     # Pick the second candidate and continue in Create with its settings.
     candidates.locator("button").nth(1).click()

@@ -146,3 +146,14 @@ def test_a_valid_llm_answer_is_used_and_sees_the_conversation(rules):
 def test_build_messages_describes_tweaks_in_words():
     messages = build_messages([{"text": "a cat"}, {"tweak": {"kind": "style", "style": "anime"}}], ["anime"])
     assert messages[-1]["content"] == "Use the style preset anime."
+
+
+def test_an_llm_refusal_is_answered_and_the_conversation_goes_on(rules):
+    refusal = next(a for a in ANSWERS if a["id"] == "refusal")["answer"]
+    turns = [{"text": "a knight on a horse"}, {"text": "make it explicit"}]
+    refused = refine_turn(turns, rules, ask_llm=lambda m: refusal)
+    assert refused.intent == "refuse" and refused.source == "llm" and not refused.makes_images
+    assert refused.reply == "I can't make that picture."
+    turns += [{"text": "make it dusk"}]
+    after = refine_turn(turns, rules, ask_llm=lambda m: "not json")
+    assert after.makes_images and "knight" in after.prompt and "dusk" in after.prompt
