@@ -32,6 +32,12 @@ def _candidate_caption(candidate: dict, rank: int) -> str:
     return f"#{rank + 1} · {score} · seed {candidate['seed']}"
 
 
+def candidate_gallery(services: Services, candidates: list[dict]) -> list[tuple[str, str]]:
+    """A turn's candidates, best first, as (file, caption) pairs; deleted assets are left out."""
+    paths = _asset_paths(services, [c["asset_id"] for c in candidates])
+    return [(paths[c["asset_id"]], _candidate_caption(c, rank)) for rank, c in enumerate(candidates) if c["asset_id"] in paths]
+
+
 def _assistant_text(turn: TurnView) -> str:
     job, refined = turn.job, turn.refined
     if job is not None and job.state == JobState.FAILED:
@@ -57,12 +63,9 @@ def chat_messages(services: Services, view: ConversationView | None) -> list[dic
         turn = view.turn(turn_id)
         messages.append({"role": "user", "content": turn.text})
         messages.append({"role": "assistant", "content": _assistant_text(turn)})
-        if turn.candidates:
-            paths = _asset_paths(services, [c["asset_id"] for c in turn.candidates])
-            images = [(paths[c["asset_id"]], _candidate_caption(c, rank))
-                      for rank, c in enumerate(turn.candidates) if c["asset_id"] in paths]
-            if images:
-                messages.append({"role": "assistant", "content": gr.Gallery(value=images, columns=4, height="auto", format="png")})
+        images = candidate_gallery(services, turn.candidates)
+        if images:
+            messages.append({"role": "assistant", "content": gr.Gallery(value=images, columns=4, height="auto", format="png")})
     return messages
 
 
@@ -167,8 +170,7 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
         """Every output that shows a conversation, from its stored state."""
         shown = picture_turn(view)
         cands = shown.candidates if shown else []
-        paths = _asset_paths(services, [c["asset_id"] for c in cands])
-        gallery = [(paths[c["asset_id"]], _candidate_caption(c, r)) for r, c in enumerate(cands) if c["asset_id"] in paths]
+        gallery = candidate_gallery(services, cands)
         listing = [(c["title"], c["id"]) for c in chats.list(services.owner_id)]
         top = cands[0]["asset_id"] if cands else None
         return [
@@ -189,7 +191,8 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
         try:
             job = services.client.submit(services.owner_id, "chat_turn", raw, origin="chat")
         except InvalidRequest as exc:
-            yield [*render(current(conv_id), [{"role": "user", "content": raw.get("text") or "(empty)"},
+            said = raw.get("text") or (f"({raw['tweak'].get('kind')})" if raw.get("tweak") else "(empty message)")
+            yield [*render(current(conv_id), [{"role": "user", "content": said},
                                               {"role": "assistant", "content": str(exc)}]), None, gr.update(), str(exc)]
             return
         except QueueUnavailable as exc:
@@ -272,10 +275,8 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
         turn = view.turn(turn_id) if view and turn_id else None
         if turn is None:
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-        paths = _asset_paths(services, [c["asset_id"] for c in turn.candidates])
-        gallery = [(paths[c["asset_id"]], _candidate_caption(c, r)) for r, c in enumerate(turn.candidates) if c["asset_id"] in paths]
         ids = [c["asset_id"] for c in turn.candidates]
-        return mapping_markdown(turn), gallery, turn.id if ids else None, ids, ids[0] if ids else None
+        return mapping_markdown(turn), candidate_gallery(services, turn.candidates), turn.id if ids else None, ids, ids[0] if ids else None
 
     turn_list.input(show_turn, [conversation_id, turn_list], [mapping, candidates, candidate_turn, candidate_ids, selected],
                     api_visibility="private")
