@@ -38,10 +38,6 @@ def get_turn(session: Session, turn_id: str, owner_id: str | None = None) -> Tur
     return session.scalar(query)
 
 
-def turn_for_job(session: Session, job_id: str) -> Turn | None:
-    return session.scalar(select(Turn).where(Turn.job_id == job_id))
-
-
 def turn_path(session: Session, turn: Turn | None) -> list[Turn]:
     """The turns from the conversation's first message down to ``turn``."""
     path = []
