@@ -50,7 +50,7 @@ class CascadeResult:
     stage_images: dict[str, list[Image.Image]] = field(default_factory=dict)
 
 
-def _set_sampler(pipe: diffusers.DiffusionPipeline, sampler: str) -> None:
+def set_sampler(pipe: diffusers.DiffusionPipeline, sampler: str) -> None:
     class_name, extra = SAMPLERS[sampler]
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
 
@@ -131,7 +131,7 @@ def run_cascade(
         base = cache.pipeline(profile, "base")
         init = dict(width=params.width, height=params.height)
         denoised_steps = params.steps
-    _set_sampler(base, params.sampler)
+    set_sampler(base, params.sampler)
     base_steps = round(denoised_steps * profile.refiner_start) if use_refiner else denoised_steps
     base_kwargs = dict(
         **prompt_arguments(base, prompts, negatives), **init,
@@ -143,7 +143,7 @@ def run_cascade(
         if keep_stage_images:
             result.stage_images["base"] = _decode_latents(base, latents)
         refiner = cache.pipeline(profile, "refiner")
-        _set_sampler(refiner, params.sampler)
+        set_sampler(refiner, params.sampler)
         images = refiner(
             **prompt_arguments(refiner, prompts, negatives), image=latents, num_inference_steps=params.steps,
             denoising_start=profile.refiner_start, guidance_scale=params.guidance, generator=generators(),

@@ -1,7 +1,8 @@
 """Loading pipelines through ``from_pretrained`` and keeping them in a per-worker cache.
 
 The cache is keyed by (role, model, dtype, device); the second job with the same model loads nothing.
-The refiner borrows the base's VAE and second text encoder instead of loading its own copies.
+The refiner and the inpainting model borrow the base's VAE and text encoders instead of loading their own
+copies; a profile without an inpainting model inpaints with the base's own weights (``from_pipe``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from engine.profiles import Profile, RoleSpec
 log = logging.getLogger(__name__)
 
 # Components the refiner takes from the already loaded base pipeline (as SDXL's docs recommend).
-SHARED_WITH_BASE = {"refiner": ("vae", "text_encoder_2")}
+SHARED_WITH_BASE = {
+    "refiner": ("vae", "text_encoder_2"),
+    "inpaint": ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"),
+}
+# Roles that are one diffusers model rather than a pipeline.
+MODEL_ROLES = ("controlnet",)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -68,18 +74,62 @@ class PipelineCache:
             self._loaded[key] = self._load_pipeline(role, spec, shared)
         return self._loaded[key]
 
-    def image_to_image(self, profile: Profile) -> diffusers.DiffusionPipeline:
-        """The base model as an image-to-image pipeline, sharing the base's loaded components."""
-        key = ("base:img2img", profile.roles["base"].model, str(self.placement.dtype), self.placement.device)
+    def _derived(self, key: tuple, build, unavailable: str) -> diffusers.DiffusionPipeline:
+        """A pipeline made from loaded ones with ``from_pipe``: it shares their weights and loads nothing."""
+        key = (*key, str(self.placement.dtype), self.placement.device)
         if key not in self._loaded:
-            base = self.pipeline(profile, "base")
             try:
-                pipe = diffusers.AutoPipelineForImage2Image.from_pipe(base)
+                pipe = build()
             except ValueError as exc:
-                raise ModelUnavailableError(f"The {profile.name} profile's base model has no image-to-image pipeline.") from exc
+                raise ModelUnavailableError(unavailable) from exc
             pipe.set_progress_bar_config(disable=True)
             self._loaded[key] = pipe
         return self._loaded[key]
+
+    def image_to_image(self, profile: Profile) -> diffusers.DiffusionPipeline:
+        """The base model as an image-to-image pipeline, sharing the base's loaded components."""
+        return self._derived(("base:img2img", profile.roles["base"].model),
+                             lambda: diffusers.AutoPipelineForImage2Image.from_pipe(self.pipeline(profile, "base")),
+                             f"The {profile.name} profile's base model has no image-to-image pipeline.")
+
+    def inpainting(self, profile: Profile, controlnet: bool = False) -> diffusers.DiffusionPipeline:
+        """The profile's inpainting model (or the base as an inpainting pipeline), with its ControlNet
+        when ``controlnet`` is set."""
+        role = "inpaint" if "inpaint" in profile.roles else "base"
+        if role == "inpaint":
+            pipe = self.pipeline(profile, "inpaint")
+        else:
+            pipe = self._derived(("base:inpaint", profile.roles["base"].model),
+                                 lambda: diffusers.AutoPipelineForInpainting.from_pipe(self.pipeline(profile, "base")),
+                                 f"The {profile.name} profile's base model has no inpainting pipeline.")
+        if not controlnet:
+            return pipe
+        if "controlnet" not in profile.roles:
+            raise ModelUnavailableError(f"The {profile.name} profile has no ControlNet.")
+        return self._derived((f"{role}:inpaint+controlnet", profile.roles[role].model, profile.roles["controlnet"].model),
+                             lambda: diffusers.AutoPipelineForInpainting.from_pipe(pipe, controlnet=self.pipeline(profile, "controlnet")),
+                             f"The {profile.name} profile's inpainting model cannot take a ControlNet.")
+
+    def segmenter(self, profile: Profile):
+        """The profile's rembg session: a model rembg knows by name, or a local ONNX file with u2net's inputs."""
+        if "segmenter" not in profile.roles:
+            raise ModelUnavailableError(f"The {profile.name} profile names no background-removal model.")
+        spec = profile.roles["segmenter"]
+        key = self._key("segmenter", spec)
+        if key not in self._loaded:
+            self._loaded[key] = self._from_pretrained("segmenter", spec, lambda: self._rembg_session(spec))
+        return self._loaded[key]
+
+    def _rembg_session(self, spec: RoleSpec):
+        import onnxruntime
+        from rembg import new_session
+
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.placement.device.startswith("cuda") else ["CPUExecutionProvider"]
+        providers = [p for p in wanted if p in onnxruntime.get_available_providers()]
+        if spec.model.endswith(".onnx"):
+            # rembg accepts custom models only inside its model folder ($U2NET_HOME or $REMBG_HOME).
+            return new_session("u2net_custom", model_path=spec.model, providers=providers)
+        return new_session(spec.model, providers=providers)
 
     def model(self, profile: Profile, role: str) -> LoadedModel:
         spec = profile.roles[role]
@@ -119,6 +169,8 @@ class PipelineCache:
         if spec.variant and self.placement.dtype == torch.float16:
             kwargs["variant"] = spec.variant
         pipe = self._from_pretrained(role, spec, lambda: pipeline_cls.from_pretrained(spec.model, **kwargs))
+        if role in MODEL_ROLES:
+            return pipe.to(self.placement.device).eval()
         if self.placement.cpu_offload:
             pipe.enable_model_cpu_offload()
         else:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import diffusers
 from compel import Compel, CompelForSD, CompelForSDXL, ReturnedEmbeddingsType
 
+SDXL_PIPELINES = (diffusers.StableDiffusionXLPipeline, diffusers.StableDiffusionXLImg2ImgPipeline,
+                  diffusers.StableDiffusionXLInpaintPipeline, diffusers.StableDiffusionXLControlNetInpaintPipeline)
+SD_PIPELINES = (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionImg2ImgPipeline,
+                diffusers.StableDiffusionInpaintPipeline, diffusers.StableDiffusionControlNetInpaintPipeline)
+
 
 def prompt_arguments(pipe: diffusers.DiffusionPipeline, prompts: list[str], negatives: list[str]) -> dict:
     """Pipeline keyword arguments carrying the prompts: embeddings where the pipeline takes them."""
     device = str(pipe._execution_device)
-    if isinstance(pipe, (diffusers.StableDiffusionXLPipeline, diffusers.StableDiffusionXLImg2ImgPipeline)):
+    if isinstance(pipe, SDXL_PIPELINES):
         if pipe.text_encoder is not None:
             c = CompelForSDXL(pipe, device=device)(prompts, negative_prompt=negatives)
             return dict(prompt_embeds=c.embeds, pooled_prompt_embeds=c.pooled_embeds,
@@ -27,7 +32,7 @@ def prompt_arguments(pipe: diffusers.DiffusionPipeline, prompts: list[str], nega
         n = len(prompts)
         return dict(prompt_embeds=embeds[:n], pooled_prompt_embeds=pooled[:n],
                     negative_prompt_embeds=embeds[n:], negative_pooled_prompt_embeds=pooled[n:])
-    if isinstance(pipe, (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionImg2ImgPipeline)):
+    if isinstance(pipe, SD_PIPELINES):
         c = CompelForSD(pipe, device=device)(prompts, negative_prompt=negatives)
         return dict(prompt_embeds=c.embeds, negative_prompt_embeds=c.negative_embeds)
     return dict(prompt=prompts, negative_prompt=negatives)

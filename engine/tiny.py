@@ -11,15 +11,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     DDIMScheduler,
     DDPMScheduler,
     EulerDiscreteScheduler,
     StableDiffusionLatentUpscalePipeline,
     StableDiffusionUpscalePipeline,
     StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -40,7 +43,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-ROLES = ("base", "refiner", "latent_x2", "x4", "llm", "scorer")
+ROLES = ("base", "refiner", "latent_x2", "x4", "inpaint", "controlnet", "llm", "scorer")
+SEGMENTER_FILE = "segmenter/u2net.onnx"
+# rembg's u2net input normalisation (ImageNet mean and std, after dividing by the image's maximum).
+U2NET_MEAN, U2NET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Qwen's ChatML layout, so the tiny LM goes through the same apply_chat_template call as the real one.
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -103,6 +109,53 @@ def build_base_and_refiner(tokenizer: CLIPTokenizer):
         unet=_sdxl_unet(32, 72), scheduler=scheduler, requires_aesthetics_score=True,
     )
     return base, refiner
+
+
+def build_inpaint(base: StableDiffusionXLPipeline) -> StableDiffusionXLInpaintPipeline:
+    """SDXL inpainting with the 9-channel UNet of real inpainting models (latents, masked image, mask);
+    it shares the base's VAE and text encoders, as the real profile's inpainting model does."""
+    config = dict(base.unet.config, in_channels=9)
+    return StableDiffusionXLInpaintPipeline(
+        vae=base.vae, text_encoder=base.text_encoder, text_encoder_2=base.text_encoder_2, tokenizer=base.tokenizer,
+        tokenizer_2=base.tokenizer_2, unet=UNet2DConditionModel.from_config(config), scheduler=base.scheduler,
+        requires_aesthetics_score=False,
+    )
+
+
+def build_controlnet(base: StableDiffusionXLPipeline) -> ControlNetModel:
+    # Two downsamplings in the condition embedding match the tiny VAE's scale factor of 4.
+    return ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 32))
+
+
+def build_segmenter(path: Path, threshold: float = 0.8, sharpness: float = 40.0) -> Path:
+    """An ONNX model with u2net's inputs and outputs (``input.1`` 1×3×320×320, seven 1×1×320×320 maps).
+
+    Its one 1×1 convolution undoes rembg's normalisation and thresholds brightness: it finds a dark or
+    coloured object on a light background. Not learned, so tests can check the segmentation path against
+    a known mask.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # sigmoid(k * (threshold - mean brightness)), brightness_c = x_c * std_c + mean_c
+    weight = np.array([-sharpness * s / 3 for s in U2NET_STD], dtype=np.float32).reshape(1, 3, 1, 1)
+    bias = np.array([sharpness * (threshold - sum(U2NET_MEAN) / 3)], dtype=np.float32)
+    outputs = [f"d{i}" for i in range(7)]
+    nodes = [helper.make_node("Conv", ["input.1", "weight", "bias"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], [outputs[0]])]
+    nodes += [helper.make_node("Identity", [outputs[0]], [name]) for name in outputs[1:]]
+    graph = helper.make_graph(
+        nodes, "tiny_u2net",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 1, 320, 320]) for name in outputs],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+    )
+    # IR version 9 (onnx 1.15) loads in every onnxruntime rembg supports.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
 
 
 def build_latent_x2(tokenizer: CLIPTokenizer) -> StableDiffusionLatentUpscalePipeline:
@@ -171,9 +224,11 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
         staging = Path(tmp) / "profile"
         tokenizer = _clip_tokenizer(Path(tmp) / "tokenizer")
         base, refiner = build_base_and_refiner(tokenizer)
-        pipelines = {"base": base, "refiner": refiner, "latent_x2": build_latent_x2(tokenizer), "x4": build_x4(tokenizer)}
+        pipelines = {"base": base, "refiner": refiner, "latent_x2": build_latent_x2(tokenizer), "x4": build_x4(tokenizer),
+                     "inpaint": build_inpaint(base), "controlnet": build_controlnet(base)}
         for role, pipe in pipelines.items():
             pipe.save_pretrained(staging / role, safe_serialization=True)
+        build_segmenter(staging / SEGMENTER_FILE)
         for role, parts in {"llm": build_llm(), "scorer": build_scorer(tokenizer)}.items():
             for part in parts:
                 part.save_pretrained(staging / role)
@@ -185,4 +240,5 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
 
 def tiny_profile_present(destination: str | Path) -> bool:
     folder = Path(destination)
-    return all((folder / role / "model_index.json").is_file() or (folder / role / "config.json").is_file() for role in ROLES)
+    return (folder / SEGMENTER_FILE).is_file() and all(
+        (folder / role / "model_index.json").is_file() or (folder / role / "config.json").is_file() for role in ROLES)

@@ -7,7 +7,15 @@ import os
 import tempfile
 from pathlib import Path
 
-MIME_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+MIME_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    # The exports of a layered product picture.
+    "application/json": "json",
+    "image/vnd.adobe.photoshop": "psd",
+    "application/zip": "zip",
+}
 
 
 class FileStore:

@@ -149,6 +149,27 @@ class Turn(Base):
     job: Mapped[Job | None] = relationship()
 
 
+class Material(Base):
+    """A user's upload kept for reuse (product photo, logo, reference), with the product's mask once cut out."""
+
+    __tablename__ = "materials"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(20), default="product", index=True)  # product | logo | reference
+    tags: Mapped[list] = mapped_column(default=list)
+    file_hash: Mapped[str] = mapped_column(String(64))  # the upload, normalised to PNG
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    has_alpha: Mapped[bool] = mapped_column(Boolean, default=False)
+    notes: Mapped[list] = mapped_column(default=list)  # what was done to the upload (rotated, downscaled, ...)
+    mask_hash: Mapped[str | None] = mapped_column(String(64))  # PNG, 255 on the product
+    mask_source: Mapped[str | None] = mapped_column(String(20))  # alpha | segmenter | brush
+    mask_note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class WorkerRecord(Base):
     """A worker's heartbeat: the embedded broker has no remote control, so workers report here."""
 

@@ -146,6 +146,12 @@ def job_assets(session: Session, job_id: str, owner_id: str) -> list[Asset]:
     return sorted(assets, key=lambda a: (a.stage != "final", a.stage, a.output_index))
 
 
+def child_assets(session: Session, parent_id: str, owner_id: str) -> list[Asset]:
+    """The assets made from one asset: a product picture's layers and exports."""
+    query = select(Asset).where(Asset.parent_id == parent_id, Asset.owner_id == owner_id)
+    return list(session.scalars(query.order_by(Asset.created_at, Asset.stage)))
+
+
 def get_asset(session: Session, asset_id: str, owner_id: str) -> Asset | None:
     return session.scalar(select(Asset).where(Asset.id == asset_id, Asset.owner_id == owner_id))
 

@@ -9,14 +9,16 @@ from tasks import sqlite_broker
 
 GENERATE = "studio.generate"
 CHAT_TURN = "studio.chat_turn"
+CUTOUT = "studio.cutout"
+PRODUCT = "studio.product"
 # The task that runs each job kind, and the queue each task goes to (one GPU job at a time per GPU worker).
-JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN}
-TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu"}
+JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN, "cutout": CUTOUT, "product": PRODUCT}
+TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu", CUTOUT: "gpu", PRODUCT: "gpu"}
 
 
 def create_celery(settings: Settings) -> Celery:
     sqlite_broker.register()
-    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.worker"])
+    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.product", "tasks.worker"])
     app.conf.update(
         task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         task_default_queue="gpu",

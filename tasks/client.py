@@ -21,12 +21,14 @@ from engine.params import (
     resolve_generation,
     size_for_aspect,
 )
+from engine.product.request import CANVAS_FORMATS, resolve_cutout, resolve_product
+from engine.product.scenes import Scene, load_scenes
 from engine.profiles import STAGE_LABELS, Profile
 from engine.styles import Style
 from storage import conversations, repo
 from storage.conversations import ConversationError
 from storage.db import Database
-from storage.models import Conversation, Job, JobState, Turn
+from storage.models import Conversation, Job, JobState, Material, Turn
 from tasks.celery_app import JOB_TASKS, TASK_QUEUES
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,14 @@ class InvalidRequest(ValueError):
 
 
 @dataclass(frozen=True)
+class Catalog:
+    """The presets requests are checked against: style presets and product scenes."""
+
+    styles: dict[str, Style]
+    scenes: dict[str, Scene]
+
+
+@dataclass(frozen=True)
 class FormOptions:
     """What the web side's forms offer: the active profile (limits, defaults, stages), styles, samplers."""
 
@@ -51,15 +61,22 @@ class FormOptions:
     styles: list[tuple[str, str]]  # (label shown, name)
     samplers: list[str]
     stage_labels: dict[str, str]
+    scenes: list[tuple[str, str]]  # (label shown, name)
     aspect_ratios: tuple[str, ...] = ASPECT_RATIOS
+    canvas_formats: tuple[str, ...] = tuple(CANVAS_FORMATS)
     max_count: int = MAX_COUNT
     max_steps: int = MAX_STEPS
     default_candidates: int = DEFAULT_CANDIDATES
 
     @classmethod
-    def of(cls, profile: Profile, styles: dict[str, Style]) -> "FormOptions":
-        return cls(profile=profile, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in styles.values()],
-                   samplers=list(SAMPLERS), stage_labels=dict(STAGE_LABELS))
+    def of(cls, profile: Profile, catalog: Catalog) -> "FormOptions":
+        return cls(profile=profile, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
+                   samplers=list(SAMPLERS), stage_labels=dict(STAGE_LABELS),
+                   scenes=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.scenes.values()])
+
+    @property
+    def has_controlnet(self) -> bool:
+        return "controlnet" in self.profile.roles
 
     @staticmethod
     def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
@@ -68,9 +85,10 @@ class FormOptions:
 
 @dataclass
 class JobKind:
-    # (raw params, profile, styles) -> validated parameters with to_dict(); raises ParamError
-    resolve: Callable[[dict, Profile, dict[str, Style]], object]
-    # Rows the job works on, added with it in one transaction: (session, owner, params, job id) -> params to store
+    # (raw params, profile, catalog) -> validated parameters with to_dict(); raises ParamError
+    resolve: Callable[[dict, Profile, Catalog], object]
+    # Rows the job works on, checked or added with it in one transaction: (session, owner, params, job id)
+    # -> params to store; raises ParamError or ConversationError
     prepare: Callable[[Session, str, dict, str], dict] | None = None
     # Undo ``prepare`` when the job cannot be queued: (session, stored params)
     withdraw: Callable[[Session, dict], None] | None = None
@@ -81,10 +99,41 @@ def _start_turn(session: Session, owner_id: str, params: dict, job_id: str) -> d
     return dict(params, conversation_id=turn.conversation_id, turn_id=turn.id)
 
 
+def _owned_material(session: Session, owner_id: str, material_id: str) -> Material:
+    material = session.get(Material, material_id)
+    if material is None or material.owner_id != owner_id:
+        raise ParamError(f"No material {material_id} in your library (it may have been deleted).")
+    return material
+
+
+def _product_sources(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    """Pin the photo and mask the job renders: the material's current ones, or for a re-run those of the
+    picture it re-renders, so only the background changes."""
+    material = _owned_material(session, owner_id, params["material_id"])
+    material_hash, mask_hash = material.file_hash, material.mask_hash
+    if params.get("rerun_of"):
+        source = repo.get_asset(session, params["rerun_of"], owner_id)
+        if source is None or source.params.get("kind") != "product":
+            raise ParamError(f"No product picture {params['rerun_of']} to re-run.")
+        material_hash, mask_hash = source.params["material_hash"], source.params["mask_hash"]
+    if not mask_hash:
+        raise ParamError(f"'{material.name}' has no product mask yet: cut it out (or paint its mask) first.")
+    return dict(params, material_name=material.name, material_hash=material_hash, mask_hash=mask_hash)
+
+
+def _cutout_source(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    _owned_material(session, owner_id, params["material_id"])
+    return params
+
+
 JOB_KINDS = {
-    "generate": JobKind(resolve=resolve_generation),
-    "chat_turn": JobKind(resolve=resolve_chat_turn, prepare=_start_turn,
+    "generate": JobKind(resolve=lambda raw, profile, catalog: resolve_generation(raw, profile, catalog.styles)),
+    "chat_turn": JobKind(resolve=lambda raw, profile, catalog: resolve_chat_turn(raw, profile, catalog.styles),
+                         prepare=_start_turn,
                          withdraw=lambda session, params: conversations.withdraw_turn(session, params["turn_id"])),
+    "cutout": JobKind(resolve=lambda raw, profile, catalog: resolve_cutout(raw), prepare=_cutout_source),
+    "product": JobKind(resolve=lambda raw, profile, catalog: resolve_product(raw, profile, catalog.scenes),
+                       prepare=_product_sources),
 }
 
 
@@ -115,9 +164,11 @@ class JobView:
 
 
 class StudioClient:
-    def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style]):
+    def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style],
+                 scenes: dict[str, Scene] | None = None):
         self.db, self.celery, self.profile, self.styles = db, celery, profile, styles
-        self.options = FormOptions.of(profile, styles)
+        self.catalog = Catalog(styles, scenes if scenes is not None else load_scenes())
+        self.options = FormOptions.of(profile, self.catalog)
         self.conversations = ConversationClient(db)
 
     def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:
@@ -126,7 +177,7 @@ class StudioClient:
             raise InvalidRequest(f"Unknown job kind {kind!r}. Known kinds: {', '.join(JOB_KINDS)}.")
         spec, task = JOB_KINDS[kind], JOB_TASKS[kind]
         try:
-            params = spec.resolve(raw_params, self.profile, self.styles).to_dict()
+            params = spec.resolve(raw_params, self.profile, self.catalog).to_dict()
         except ParamError as exc:
             raise InvalidRequest(str(exc)) from exc
         with self.db.session() as session:
@@ -134,7 +185,7 @@ class StudioClient:
             try:
                 if spec.prepare:
                     job.params = params = spec.prepare(session, owner_id, params, job.id)
-            except ConversationError as exc:
+            except (ConversationError, ParamError) as exc:
                 session.rollback()
                 raise InvalidRequest(str(exc)) from exc
             session.commit()

@@ -42,12 +42,15 @@ class JobReporter:
             self.cancelled = repo.record_progress(session, self.job_id, fraction, stage)
         self.last_write = self.last_read = time.monotonic()
 
+    def report(self, fraction: float, stage: str, force: bool = False) -> None:
+        """Write progress when forced or when the last write is old enough."""
+        if force or time.monotonic() - self.last_write >= PROGRESS_INTERVAL:
+            self.write(fraction, stage)
+
     def progress(self, p: StageProgress) -> None:
-        due = time.monotonic() - self.last_write >= PROGRESS_INTERVAL
-        if due or p.stage != self.last_stage or p.step == p.total_steps:
-            label = f"{STAGE_LABELS[p.stage]} ({p.stage_index + 1}/{p.stage_count}): step {p.step}/{p.total_steps}"
-            self.write(p.fraction, label)
-            self.last_stage = p.stage
+        label = f"{STAGE_LABELS[p.stage]} ({p.stage_index + 1}/{p.stage_count}): step {p.step}/{p.total_steps}"
+        self.report(p.fraction, label, force=p.stage != self.last_stage or p.step == p.total_steps)
+        self.last_stage = p.stage
 
     def should_cancel(self) -> bool:
         # Progress writes read the flag too; read it here only when they have not lately.

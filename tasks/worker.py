@@ -20,6 +20,7 @@ from settings import Settings
 from storage import repo
 from storage.db import Database
 from storage.files import FileStore
+from storage.materials import MaterialLibrary
 from tasks.celery_app import JOB_TASKS, app
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class WorkerContext:
         return self._rules
 
     @property
+    def materials(self) -> MaterialLibrary:
+        return MaterialLibrary(self.db, self.files)
+
+    @property
     def model_loads(self) -> int:
         return self._cache.loads if self._cache is not None else 0
 
@@ -62,6 +67,10 @@ _context: WorkerContext | None = None
 
 
 def build_context(settings: Settings) -> WorkerContext:
+    # rembg keeps its models, and accepts local ONNX files, only under its home: the studio's models folder
+    # unless the operator pointed U2NET_HOME or REMBG_HOME elsewhere.
+    if not os.environ.get("U2NET_HOME"):
+        os.environ.setdefault("REMBG_HOME", str(settings.models))
     profiles = load_profiles(settings.profiles_file, settings.models)
     db = Database(settings.database)
     return WorkerContext(settings, db, FileStore(settings.files), profiles, select_profile(profiles, settings.profile))

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from storage import repo
+from storage.images import ImageUploadError
+from storage.materials import MaterialError, MaterialView
 from storage.models import Asset
 from tasks.client import ConversationView, InvalidRequest, JobView, QueueUnavailable
 from ui.services import Services
@@ -121,6 +124,32 @@ def get_asset_file(asset_id: str, services: ServicesDep) -> FileResponse:
     return FileResponse(path, media_type=asset.mime, filename=f"studio-{asset.id[:12]}{path.suffix}")
 
 
+@router.get("/assets/{asset_id}/layers", response_model=list[AssetOut])
+def get_asset_layers(asset_id: str, services: ServicesDep) -> list[AssetOut]:
+    """A product picture's layers (background, shadow, product, mask) and exports (manifest, psd, zip)."""
+    _asset(services, asset_id)
+    with services.db.session() as session:
+        return [AssetOut.of(a) for a in repo.child_assets(session, asset_id, services.owner_id)]
+
+
+class RerunRequest(BaseModel):
+    canvas_format: str = Field(examples=["9:16"])
+    width: int | None = None
+    height: int | None = None
+
+
+@router.post("/assets/{asset_id}/rerun", status_code=202, response_model=JobView)
+def rerun_product_picture(asset_id: str, body: RerunRequest, services: ServicesDep) -> JobView:
+    """Re-render a product picture on another canvas: same scene, seed and product; a new background."""
+    _asset(services, asset_id)
+    try:
+        return services.products.rerun(services.owner_id, asset_id, body.canvas_format, body.width, body.height)
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from exc
+
+
 @router.patch("/assets/{asset_id}", response_model=AssetOut)
 def patch_asset(asset_id: str, body: AssetPatch, services: ServicesDep) -> AssetOut:
     asset = _asset(services, asset_id)
@@ -191,6 +220,116 @@ def undo_turn(conversation_id: str, services: ServicesDep) -> ConversationView:
 def delete_conversation(conversation_id: str, services: ServicesDep) -> None:
     if not services.client.conversations.delete(services.owner_id, conversation_id):
         raise HTTPException(404, f"No conversation {conversation_id}.")
+
+
+class MaterialOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    tags: list[str]
+    width: int
+    height: int
+    has_alpha: bool
+    notes: list[str]
+    mask_source: str | None
+    mask_note: str | None
+    created_at: datetime
+    updated_at: datetime
+    file_url: str
+    mask_url: str | None
+
+    @classmethod
+    def of(cls, material: MaterialView) -> "MaterialOut":
+        fields = {k: getattr(material, k) for k in cls.model_fields if k not in ("file_url", "mask_url")}
+        base = f"/api/v1/materials/{material.id}"
+        return cls(**fields, file_url=f"{base}/file", mask_url=f"{base}/mask" if material.mask_hash else None)
+
+
+class MaterialPatch(BaseModel):
+    name: str | None = None
+    kind: str | None = None
+    tags: list[str] | None = None
+
+
+def _material(services: Services, material_id: str) -> MaterialView:
+    material = services.materials.get(services.owner_id, material_id)
+    if material is None:
+        raise HTTPException(404, f"No material {material_id}.")
+    return material
+
+
+@router.post("/materials", status_code=201, response_model=MaterialOut)
+def upload_material(services: ServicesDep, file: UploadFile = File(...), name: str | None = Form(None),
+                    kind: str = Form("product"), tags: str = Form("")) -> MaterialOut:
+    """Add a product photo, logo or reference to the library; ``tags`` is comma-separated."""
+    try:
+        material = services.materials.upload(services.owner_id, file.file.read(), file.filename or "", name, kind, tags)
+    except (ImageUploadError, MaterialError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return MaterialOut.of(material)
+
+
+@router.get("/materials", response_model=list[MaterialOut])
+def list_materials(services: ServicesDep, kind: str | None = None, tag: str | None = None,
+                   search: str | None = None) -> list[MaterialOut]:
+    return [MaterialOut.of(m) for m in services.materials.list(services.owner_id, kind, tag, search)]
+
+
+@router.get("/materials/{material_id}", response_model=MaterialOut)
+def get_material(material_id: str, services: ServicesDep) -> MaterialOut:
+    return MaterialOut.of(_material(services, material_id))
+
+
+@router.patch("/materials/{material_id}", response_model=MaterialOut)
+def patch_material(material_id: str, body: MaterialPatch, services: ServicesDep) -> MaterialOut:
+    _material(services, material_id)
+    try:
+        return MaterialOut.of(services.materials.update(services.owner_id, material_id, body.name, body.kind, body.tags))
+    except MaterialError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.delete("/materials/{material_id}", status_code=204)
+def delete_material(material_id: str, services: ServicesDep) -> None:
+    _material(services, material_id)
+    services.materials.delete(services.owner_id, material_id)
+
+
+def _png_file(services: Services, digest: str, filename: str) -> FileResponse:
+    path = services.files.path(digest, "png")
+    if not path.is_file():
+        raise HTTPException(410, "The file is missing from the file store.")
+    return FileResponse(path, media_type="image/png", filename=filename)
+
+
+@router.get("/materials/{material_id}/file")
+def get_material_file(material_id: str, services: ServicesDep) -> FileResponse:
+    material = _material(services, material_id)
+    return _png_file(services, material.file_hash, f"material-{material.id[:12]}.png")
+
+
+@router.get("/materials/{material_id}/mask")
+def get_material_mask(material_id: str, services: ServicesDep) -> FileResponse:
+    material = _material(services, material_id)
+    if not material.mask_hash:
+        raise HTTPException(404, f"Material {material_id} has no mask yet: submit a cutout job first.")
+    return _png_file(services, material.mask_hash, f"mask-{material.id[:12]}.png")
+
+
+@router.put("/materials/{material_id}/mask", response_model=MaterialOut)
+def put_material_mask(material_id: str, services: ServicesDep, file: UploadFile = File(...)) -> MaterialOut:
+    """Replace the product mask: a PNG the photo's size, white (or opaque) on the product."""
+    _material(services, material_id)
+    try:
+        with Image.open(file.file) as image:
+            image.load()
+            mask = image.getchannel("A") if image.mode in ("RGBA", "LA") else image.convert("L")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise HTTPException(422, "The mask is not a readable image; send a PNG the size of the photo.") from exc
+    try:
+        return MaterialOut.of(services.products.replace_mask(services.owner_id, material_id, mask))
+    except (InvalidRequest, MaterialError) as exc:
+        raise HTTPException(422, str(exc)) from exc
 
 
 @router.get("/health")

@@ -8,8 +8,10 @@ from pathlib import Path
 from storage import repo
 from storage.db import Database
 from storage.files import MIME_EXTENSIONS, FileStore
+from storage.materials import MaterialLibrary
 from storage.models import Asset
 from tasks.client import FormOptions, StudioClient
+from tasks.product_client import ProductClient
 
 
 @dataclass
@@ -22,6 +24,14 @@ class Services:
     @property
     def options(self) -> FormOptions:
         return self.client.options
+
+    @property
+    def materials(self) -> MaterialLibrary:
+        return MaterialLibrary(self.db, self.files)
+
+    @property
+    def products(self) -> ProductClient:
+        return ProductClient(self.materials, self.client)
 
     def asset_path(self, asset: Asset) -> Path:
         return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
