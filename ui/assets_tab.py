@@ -12,7 +12,8 @@ from ui.asset_panel import selected_asset, wire_selection
 from ui.create_tab import CreateTab
 from ui.services import Services, banner
 
-ORIGINS = [("All tabs", ""), ("Create", "create"), ("Creation chat", "chat"), ("REST API", "api")]
+ORIGINS = [("All tabs", ""), ("Create", "create"), ("Creation chat", "chat"), ("Product synthesis", "product"),
+           ("REST API", "api")]
 PERIODS = {"Any time": None, "Today": timedelta(days=1), "Last 7 days": timedelta(days=7), "Last 30 days": timedelta(days=30)}
 PAGE_SIZE = 200
 

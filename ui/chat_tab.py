@@ -6,8 +6,6 @@ them by CLIP score. The tab only submits, polls and renders the stored conversat
 
 from __future__ import annotations
 
-import time
-
 import gradio as gr
 
 from storage import repo
@@ -15,9 +13,9 @@ from storage.models import JobState
 from tasks.client import ConversationView, InvalidRequest, QueueUnavailable, TurnView
 from ui.asset_panel import selected_asset
 from ui.create_tab import CreateTab
+from ui.jobs import wait_for_job, warn_if_no_worker
 from ui.services import Services, banner
 
-POLL_SECONDS = 0.1
 ACTION_LABELS = {"add": "added", "replace": "replaced", "remove": "removed", "map": "mapped", "unmapped": "not understood"}
 
 
@@ -197,14 +195,10 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
             return
         except QueueUnavailable as exc:
             raise gr.Error(str(exc)) from exc
-        if not services.client.health()["workers"]:
-            gr.Warning("No worker is online: the turn waits in the queue until one starts (python app.py worker).")
+        warn_if_no_worker(services, "turn")
         conv_id = job.params["conversation_id"]
         yield [*render(current(conv_id)), job.id, "", "Refining the prompt…"]
-        while not job.finished:
-            time.sleep(POLL_SECONDS)
-            job = services.client.job(services.owner_id, job.id)
-            progress(job.progress, desc=job.stage)
+        job = wait_for_job(services, job, progress)
         view = current(conv_id)
         note = {JobState.SUCCEEDED: "", JobState.CANCELLED: "Cancelled.", JobState.FAILED: f"**Failed:** {job.error}"}
         yield [*render(view), None, "", note.get(job.state, "")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -11,9 +10,9 @@ from storage import repo
 from storage.models import JobState
 from tasks.client import FormOptions, InvalidRequest, QueueUnavailable
 from ui.asset_panel import caption, wire_selection
+from ui.jobs import wait_for_job, warn_if_no_worker
 from ui.services import Services, banner
 
-POLL_SECONDS = 0.1
 CUSTOM_ASPECT = "custom"
 
 
@@ -111,14 +110,10 @@ def build_create_tab(services: Services) -> CreateTab:
             job = services.client.submit(services.owner_id, "generate", raw, origin="create")
         except (InvalidRequest, QueueUnavailable) as exc:
             raise gr.Error(str(exc)) from exc
-        if not services.client.health()["workers"]:
-            gr.Warning("No worker is online: the job waits in the queue until one starts (python app.py worker).")
+        warn_if_no_worker(services)
         seed_text = f"seed {job.params['seed']}"
         yield job.id, [], [], f"Queued ({seed_text}) · job `{job.id}`"
-        while not job.finished:
-            time.sleep(POLL_SECONDS)
-            job = services.client.job(services.owner_id, job.id)
-            progress(job.progress, desc=job.stage)
+        job = wait_for_job(services, job, progress)
         if job.state == JobState.CANCELLED:
             yield None, [], [], "Cancelled."
             return

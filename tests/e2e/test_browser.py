@@ -3,55 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.browser import UI_TIMEOUT_MS, image_loaded, sync_api
 from tests.support import http_json
 
 pytestmark = pytest.mark.e2e
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
-UI_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip(f"no chromium at {CHROMIUM} or on PATH: install Debian's chromium package to run browser tests")
-    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, studio):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(studio.url)
-    yield page
-    context.close()
-
-
-def image_loaded(locator, timeout_ms: float = 10_000) -> bool:
-    """Whether the image really loaded (not a broken-image icon); thumbnails load lazily, so wait a little."""
-    try:
-        locator.page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                                       arg=locator.element_handle(), timeout=timeout_ms)
-    except sync_api.TimeoutError:
-        return False
-    return True
 
 
 def test_create_then_find_it_in_my_assets(page, studio, tmp_path):
