@@ -134,7 +134,12 @@ def models(args: argparse.Namespace) -> None:
     for name, profile in load_profiles(settings.profiles_file, settings.models).items():
         print(f"{name}: {profile.label}")
         for role, spec in profile.roles.items():
-            state = "available" if model_obtainable(spec.model) else "missing (not local, not cached, hub unreachable)"
+            if spec.pipeline == "rembg" and not spec.model.endswith(".onnx"):
+                state = "fetched by rembg into the models folder on first use"
+            elif model_obtainable(spec.model):
+                state = "available"
+            else:
+                state = "missing (not local, not cached, hub unreachable)"
             print(f"  {role:10} {spec.model}  [{state}]")
 
 

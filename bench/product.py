@@ -12,8 +12,8 @@ backdrop, as a phone photo of a product on a sheet of paper), each stage is time
                 engine/product/synthesis.py; the two rows below it are the prompt encoding (compel) and
                 the pipeline call alone.
   compositing   ``contact_shadow`` + ``composite``.
-  export        what the worker stores (tasks/product.py): PNGs of the layers and the composite, the
-                manifest, ``psd_bytes`` and ``zip_bytes``.
+  export        what the worker stores (tasks/product.py): ``export_files`` (PNGs of the layers, the
+                manifest, the PSD and the zip) and the composite's PNG.
 
 Image i uses seed i. One ``render_product_picture`` call before the timed runs loads the pipelines and warms
 them up; one after them, with image 0's seed, checks that the staged calls make the picture synthesis.py
@@ -55,7 +55,7 @@ from engine.cascade import set_sampler  # noqa: E402
 from engine.loader import PipelineCache, Placement  # noqa: E402
 from engine.params import ParamError  # noqa: E402
 from engine.product.compose import composite, contact_shadow, edge_map, inpainting_inputs, place_product  # noqa: E402
-from engine.product.layers import LayeredPicture, manifest_bytes, png_bytes, psd_bytes, zip_bytes  # noqa: E402
+from engine.product.layers import LayeredPicture, export_files, png_bytes  # noqa: E402
 from engine.product.request import CANVAS_FORMATS, CUSTOM_FORMAT, generation_size, resolve_product  # noqa: E402
 from engine.product.scenes import load_scenes  # noqa: E402
 from engine.product.segment import product_mask  # noqa: E402
@@ -147,9 +147,7 @@ def inpaint(placed, scene, settings: RenderSettings, pipe) -> tuple[Image.Image,
 
 def export(picture: LayeredPicture) -> int:
     """Every file the worker stores for one picture; their total size in bytes."""
-    layers = picture.layers()
-    files = [png_bytes(layers[name]) for name in ("background", "shadow", "product", "mask") if name in layers]
-    files += [png_bytes(picture.composite), manifest_bytes(picture), psd_bytes(picture), zip_bytes(picture)]
+    files = [*export_files(picture).values(), png_bytes(picture.composite)]
     return sum(len(data) for data in files)
 
 

@@ -128,7 +128,7 @@ def cuda_present() -> bool:
 
 def model_obtainable(model: str) -> bool:
     """A local folder exists, the hub id is in the local cache, or the hub answers for it."""
-    if Path(model).is_dir():
+    if Path(model).exists():
         return True
     if "/" not in model or model.startswith(("/", ".")):
         return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from engine.cascade import Cancelled
-from engine.product.layers import LayeredPicture, manifest_bytes, png_bytes, psd_bytes, zip_bytes
+from engine.product.layers import LayeredPicture, export_files
 from engine.product.mask import MaskError, check_mask
 from engine.product.request import ProductRequest, generation_size
 from engine.product.segment import product_mask
@@ -74,9 +74,7 @@ def store_picture(context: WorkerContext, job, request: ProductRequest, output: 
     picture.info.update(material={"id": request.material_id, "name": request.material_name},
                         canvas_format=request.canvas_format, profile=request.profile, job_id=job.id,
                         output_index=output["index"])
-    layers = picture.layers()
-    contents = {name: png_bytes(layers[name]) for name in ("background", "shadow", "product", "mask") if name in layers}
-    contents.update(manifest=manifest_bytes(picture), psd=psd_bytes(picture), zip=zip_bytes(picture))
+    contents = export_files(picture)
     digests = {name: context.files.put(data, MIME_EXTENSIONS[EXPORTS[name][1]]) for name, data in contents.items()}
     composite_hash = context.files.put(png_with_params(picture.composite, params), "png")
     width, height = picture.canvas

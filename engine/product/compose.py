@@ -85,13 +85,20 @@ def place_product(photo: Image.Image, mask: Image.Image, canvas: tuple[int, int]
     hard = np.zeros((canvas[1], canvas[0]), dtype=bool)
     hard[box.top:box.bottom, box.left:box.right] = binary(product_mask)
     edge = edge_width(canvas)
-    # Opacity ramps up over ``edge`` pixels inside the mask; deeper in it is exactly 1.
+    # Opacity ramps up over ``edge`` pixels inside the mask; the core (the mask eroded by ``edge``, the
+    # part inpainting keeps) is exactly 1, so its pixels are copied, never blended.
     depth = ndimage.distance_transform_edt(hard)
     alpha = np.clip(depth / (edge + 1), 0.0, 1.0)
+    alpha[product_core(hard, edge)] = 1.0
     rgb = np.zeros((canvas[1], canvas[0], 3), dtype=np.uint8)
     rgb[box.top:box.bottom, box.left:box.right] = np.asarray(product)
     layer = np.dstack([rgb, np.round(alpha * 255).astype(np.uint8)])
     return PlacedProduct(Image.fromarray(layer, mode="RGBA"), to_image(hard), box, edge)
+
+
+def product_core(hard: np.ndarray, edge: int) -> np.ndarray:
+    """The product less its blended edge: the pixels that stay exactly the product's."""
+    return ndimage.binary_erosion(hard, iterations=edge)
 
 
 def contact_shadow(placed: PlacedProduct, spec: ShadowSpec) -> Image.Image:
@@ -102,7 +109,7 @@ def contact_shadow(placed: PlacedProduct, spec: ShadowSpec) -> Image.Image:
     silhouette = placed.mask.crop((box.left, box.top, box.right, box.bottom))
     softness = max(1.0, spec.softness * height)
     fields = []
-    for squash, spread, blur in ((0.10, 1.08, softness), (0.035, 1.0, softness / 3)):
+    for squash, spread in ((0.10, 1.08), (0.035, 1.0)):
         footprint_w, footprint_h = max(1, round(box.width * spread)), max(1, round(box.height * squash))
         footprint = binary(silhouette.resize((footprint_w, footprint_h), Image.BILINEAR), threshold=64)
         field = np.zeros((height, width), dtype=np.float32)
@@ -113,10 +120,18 @@ def contact_shadow(placed: PlacedProduct, spec: ShadowSpec) -> Image.Image:
         x1, y1 = min(width, left + footprint_w), min(height, top + footprint_h)
         if x1 > x0 and y1 > y0:
             field[y0:y1, x0:x1] = footprint[y0 - top:y1 - top, x0 - left:x1 - left]
-        field = ndimage.gaussian_filter(field, sigma=blur)
-        peak = field.max()
-        fields.append(field / peak if peak > 0 else field)
-    alpha = spec.opacity * np.clip(0.6 * fields[0] + 0.8 * fields[1], 0.0, 1.0)
+        fields.append(field)
+    # Blur only around the footprint: beyond four sigmas the blur adds nothing visible.
+    reach = int(4 * softness) + 2
+    window = (slice(max(0, box.bottom - box.height // 10 - reach), min(height, box.bottom + box.height // 10 + reach)),
+              slice(max(0, box.left - box.width // 10 - reach), min(width, box.right + box.width // 10 + reach)))
+    alpha = np.zeros((height, width), dtype=np.float32)
+    blurred = []
+    for field, blur in zip(fields, (softness, softness / 3)):
+        part = ndimage.gaussian_filter(field[window], sigma=blur)
+        peak = part.max()
+        blurred.append(part / peak if peak > 0 else part)
+    alpha[window] = spec.opacity * np.clip(0.6 * blurred[0] + 0.8 * blurred[1], 0.0, 1.0)
     layer = np.zeros((height, width, 4), dtype=np.uint8)
     layer[..., 3] = np.round(alpha * 255).astype(np.uint8)
     return Image.fromarray(layer, mode="RGBA")
@@ -141,8 +156,7 @@ def inpainting_inputs(placed: PlacedProduct, size: tuple[int, int]) -> tuple[Ima
     core; its thin edge is repainted too, so the scene meets the product), both at the generation size."""
     canvas = Image.new("RGB", placed.canvas, FILL_GREY)
     canvas.paste(placed.layer.convert("RGB"), mask=placed.mask)
-    core = ndimage.binary_erosion(binary(placed.mask), iterations=placed.edge)
-    repaint = to_image(~core)
+    repaint = to_image(~product_core(binary(placed.mask), placed.edge))
     return canvas.resize(size, Image.LANCZOS), repaint.resize(size, Image.NEAREST)
 
 

@@ -40,12 +40,11 @@ class LayeredPicture:
         return {name: image for name, image in found.items() if image is not None}
 
     def manifest(self) -> dict:
+        """Every layer file is the canvas's size, so the PNGs stack as they are; ``product_box`` says where
+        the product sits, for a designer who moves it."""
         width, height = self.canvas
-        layers = []
-        for name, image in self.layers().items():
-            box = self.box if name == "product" else Box(0, 0, width, height)
-            layers.append({"name": name, "file": f"{name}.png", "mode": image.mode, "left": box.left, "top": box.top,
-                           "width": box.width, "height": box.height})
+        layers = [{"name": name, "file": f"{name}.png", "mode": image.mode, "left": 0, "top": 0, "width": width,
+                   "height": height} for name, image in self.layers().items()]
         return {"format": "studio-layered-picture", "version": 1, "canvas": {"width": width, "height": height},
                 "product_box": {"left": self.box.left, "top": self.box.top, "width": self.box.width, "height": self.box.height},
                 "layers": layers, **self.info}
@@ -61,32 +60,41 @@ def manifest_bytes(picture: LayeredPicture) -> bytes:
     return json.dumps(picture.manifest(), ensure_ascii=False, indent=2).encode("utf-8")
 
 
-def zip_bytes(picture: LayeredPicture) -> bytes:
-    """Every layer as PNG plus the manifest; deterministic, so the same picture gives the same file."""
+def zip_bytes(picture: LayeredPicture, pngs: dict[str, bytes] | None = None) -> bytes:
+    """Every layer as PNG plus the manifest; ``pngs`` reuses layers already encoded. Deterministic, so
+    the same picture gives the same file; PNGs are stored as they are (they are compressed already)."""
+    pngs = pngs or {name: png_bytes(image) for name, image in picture.layers().items()}
+    stamp = (2020, 1, 1, 0, 0, 0)
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, image in picture.layers().items():
-            archive.writestr(zipfile.ZipInfo(f"{name}.png", date_time=(2020, 1, 1, 0, 0, 0)), png_bytes(image))
-        archive.writestr(zipfile.ZipInfo("manifest.json", date_time=(2020, 1, 1, 0, 0, 0)), manifest_bytes(picture))
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in picture.layers():
+            archive.writestr(zipfile.ZipInfo(f"{name}.png", date_time=stamp), pngs[name], compress_type=zipfile.ZIP_STORED)
+        archive.writestr(zipfile.ZipInfo("manifest.json", date_time=stamp), manifest_bytes(picture),
+                         compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
 def psd_bytes(picture: LayeredPicture) -> bytes:
     """A Photoshop file, bottom to top: background, shadow, product (cropped to its box, so it moves as one
-    piece), and the mask as a hidden layer."""
+    piece), and the mask as a hidden layer. ``frompil`` adds each layer to the file."""
     psd = PSDImage.new("RGB", picture.canvas)
-    psd.append(PixelLayer.frompil(picture.background.convert("RGB"), psd, "Background"))
+    PixelLayer.frompil(picture.background.convert("RGB"), psd, "Background")
     if picture.shadow is not None:
         shadow_box = picture.shadow.getchannel("A").getbbox()
         if shadow_box:
-            psd.append(PixelLayer.frompil(picture.shadow.crop(shadow_box), psd, "Shadow",
-                                          top=shadow_box[1], left=shadow_box[0]))
+            PixelLayer.frompil(picture.shadow.crop(shadow_box), psd, "Shadow", top=shadow_box[1], left=shadow_box[0])
     box = picture.box
     product = picture.product.crop((box.left, box.top, box.right, box.bottom))
-    psd.append(PixelLayer.frompil(product, psd, "Product", top=box.top, left=box.left))
-    mask_layer = PixelLayer.frompil(picture.mask.convert("RGB"), psd, "Mask")
-    mask_layer.visible = False
-    psd.append(mask_layer)
+    PixelLayer.frompil(product, psd, "Product", top=box.top, left=box.left)
+    PixelLayer.frompil(picture.mask.convert("RGB"), psd, "Mask").visible = False
     buffer = io.BytesIO()
     psd.save(buffer)
     return buffer.getvalue()
+
+
+def export_files(picture: LayeredPicture) -> dict[str, bytes]:
+    """Each layer's PNG (composite aside), the manifest, the PSD and the zip, each layer encoded once."""
+    pngs = {name: png_bytes(image) for name, image in picture.layers().items()}
+    files = {name: data for name, data in pngs.items() if name != "composite"}
+    files.update(manifest=manifest_bytes(picture), psd=psd_bytes(picture), zip=zip_bytes(picture, pngs))
+    return files

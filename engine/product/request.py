@@ -166,8 +166,8 @@ def rerun_request(asset_id: str, source_params: dict, canvas_format: str, width:
         "material_id": source_params["material_id"], "canvas_format": canvas_format, "width": width, "height": height,
         "variants": 1, "seed": source_params["seed"], "steps": source_params["steps"],
         "guidance": source_params["guidance"], "placement": source_params.get("placement_override"),
-        "controlnet": source_params.get("controlnet", False), "shadow": source_params.get("shadow", True),
-        "rerun_of": asset_id,
+        "controlnet": source_params.get("controlnet", False), "control_scale": source_params.get("control_scale"),
+        "shadow": source_params.get("shadow", True), "rerun_of": asset_id,
     }
     if scene["name"] == CUSTOM_SCENE:
         raw["scene_prompt"] = scene["prompt"]

@@ -306,14 +306,7 @@ def test_product_never_reaches_above_the_canvas():
 
 # --- the composite keeps the product's own pixels -----------------------------------------------------
 
-SHAPE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="compose.place_product ramps alpha as euclidean depth/(edge+1), so pixels whose only background "
-           "neighbour is diagonal (depth sqrt(2)) are blended at alpha 180, though they lie in the mask eroded "
-           "by `edge` pixels (the core inpainting_inputs keeps)")
-
-
-@pytest.mark.parametrize("photo_of", [box_photo, pytest.param(bottle_photo, marks=SHAPE_XFAIL)],
+@pytest.mark.parametrize("photo_of", [box_photo, bottle_photo],
                          ids=["box", "bottle"])
 @pytest.mark.parametrize("x", [0.5, 0.3])
 def test_at_its_own_size_the_product_keeps_the_photos_pixels(photo_of, x):
@@ -334,7 +327,7 @@ def test_at_its_own_size_the_product_keeps_the_photos_pixels(photo_of, x):
     assert changed.sum() == 0, f"{changed.sum()} interior pixels differ from the photo, e.g. at (x, y) {where}"
 
 
-@pytest.mark.parametrize("photo_of", [box_photo, pytest.param(bottle_photo, marks=SHAPE_XFAIL)],
+@pytest.mark.parametrize("photo_of", [box_photo, bottle_photo],
                          ids=["box", "bottle"])
 @pytest.mark.parametrize("canvas, placement", [
     ((150, 150), ProductPlacement(scale=0.45, x=0.35, ground=0.9)),
@@ -470,15 +463,12 @@ def test_zip_holds_every_layer_and_a_manifest():
     assert manifest["product_box"] == {"left": box.left, "top": box.top, "width": box.width, "height": box.height}
     positions = {layer["name"]: (layer["file"], layer["left"], layer["top"], layer["width"], layer["height"])
                  for layer in manifest["layers"]}
-    assert positions["product"] == ("product.png", box.left, box.top, box.width, box.height)
-    for name in ("background", "shadow", "mask", "composite"):
+    for name in ("background", "shadow", "product", "mask", "composite"):
         assert positions[name] == (f"{name}.png", 0, 0, 120, 150)
     assert manifest["seed"] == 42 and manifest["scene"]["label_zh"] == "棚拍无缝背景"
     assert "棚拍无缝背景".encode() in manifest_bytes(picture)
 
 
-@pytest.mark.xfail(strict=True, reason="layers.LayeredPicture.manifest records product.png at the product box "
-                                       "(left, top, box width × height) but zip_bytes writes the canvas-sized layer")
 def test_manifest_positions_match_the_files_in_the_zip():
     """A tool that lays each file at its manifest position must rebuild the composite's layout."""
     with zipfile.ZipFile(io.BytesIO(zip_bytes(layered()))) as archive:
@@ -684,8 +674,6 @@ def test_rerun_renders_the_same_scene_and_seed_on_another_canvas(tiny, scenes):
     assert (again.width, again.height, again.outputs[0]["seed"]) == (100, 120, 7)
 
 
-@pytest.mark.xfail(strict=True, reason="request.rerun_request does not carry the composite's control_scale, "
-                                       "so the rerun uses DEFAULT_CONTROL_SCALE")
 def test_rerun_keeps_the_controlnet_strength(tiny, scenes):
     source = resolve(tiny, scenes, controlnet=True, control_scale=1.2)
     rerun = resolve_product(rerun_request("asset-2", composite_params(source, 0), "16:9"), tiny, scenes)
