@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy import ndimage
 
 from engine.product.mask import binary, bounding_box, to_image
@@ -82,17 +82,18 @@ def place_product(photo: Image.Image, mask: Image.Image, canvas: tuple[int, int]
     if (box.width, box.height) != product.size:
         product = product.resize((box.width, box.height), Image.LANCZOS)
         product_mask = product_mask.resize((box.width, box.height), Image.LANCZOS)
-    hard = np.zeros((canvas[1], canvas[0]), dtype=bool)
-    hard[box.top:box.bottom, box.left:box.right] = binary(product_mask)
     edge = edge_width(canvas)
     # Opacity ramps up over ``edge`` pixels inside the mask; the core (the mask eroded by ``edge``, the
-    # part inpainting keeps) is exactly 1, so its pixels are copied, never blended.
-    depth = ndimage.distance_transform_edt(hard)
-    alpha = np.clip(depth / (edge + 1), 0.0, 1.0)
-    alpha[product_core(hard, edge)] = 1.0
-    rgb = np.zeros((canvas[1], canvas[0], 3), dtype=np.uint8)
-    rgb[box.top:box.bottom, box.left:box.right] = np.asarray(product)
-    layer = np.dstack([rgb, np.round(alpha * 255).astype(np.uint8)])
+    # part inpainting keeps) is exactly 1, so its pixels are copied, never blended. Computed on the box
+    # with a one-pixel border: the canvas outside it is background anyway.
+    inside = np.pad(binary(product_mask), 1)
+    alpha = np.clip(ndimage.distance_transform_edt(inside) / (edge + 1), 0.0, 1.0)
+    alpha[product_core(inside, edge)] = 1.0
+    hard = np.zeros((canvas[1], canvas[0]), dtype=bool)
+    layer = np.zeros((canvas[1], canvas[0], 4), dtype=np.uint8)
+    region = (slice(box.top, box.bottom), slice(box.left, box.right))
+    hard[region] = inside[1:-1, 1:-1]
+    layer[region] = np.dstack([np.asarray(product), np.round(alpha[1:-1, 1:-1] * 255).astype(np.uint8)])
     return PlacedProduct(Image.fromarray(layer, mode="RGBA"), to_image(hard), box, edge)
 
 
@@ -128,7 +129,9 @@ def contact_shadow(placed: PlacedProduct, spec: ShadowSpec) -> Image.Image:
     alpha = np.zeros((height, width), dtype=np.float32)
     blurred = []
     for field, blur in zip(fields, (softness, softness / 3)):
-        part = ndimage.gaussian_filter(field[window], sigma=blur)
+        # Pillow's Gaussian blur costs the same at any radius; 8 bits are plenty for a soft shadow.
+        part = Image.fromarray((field[window] * 255).astype(np.uint8), mode="L").filter(ImageFilter.GaussianBlur(blur))
+        part = np.asarray(part).astype(np.float32)
         peak = part.max()
         blurred.append(part / peak if peak > 0 else part)
     alpha[window] = spec.opacity * np.clip(0.6 * blurred[0] + 0.8 * blurred[1], 0.0, 1.0)
@@ -144,11 +147,15 @@ def composite(background: Image.Image, placed: PlacedProduct, shadow: Image.Imag
     base = background.convert("RGB")
     if shadow is not None:
         base = Image.alpha_composite(base.convert("RGBA"), shadow).convert("RGB")
-    layer = np.asarray(placed.layer)
+    out = np.array(base)
+    box = placed.box
+    # Only the product's box has anything to blend.
+    region = (slice(box.top, box.bottom), slice(box.left, box.right))
+    layer = np.asarray(placed.layer)[region]
     alpha = layer[..., 3:4].astype(np.float32) / 255.0
-    blended = np.round(np.asarray(base).astype(np.float32) * (1 - alpha) + layer[..., :3].astype(np.float32) * alpha)
-    out = np.where(layer[..., 3:4] == 255, layer[..., :3], blended.astype(np.uint8))
-    return Image.fromarray(out.astype(np.uint8), mode="RGB")
+    blended = np.round(out[region].astype(np.float32) * (1 - alpha) + layer[..., :3].astype(np.float32) * alpha)
+    out[region] = np.where(layer[..., 3:4] == 255, layer[..., :3], blended.astype(np.uint8))
+    return Image.fromarray(out, mode="RGB")
 
 
 def inpainting_inputs(placed: PlacedProduct, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
