@@ -51,18 +51,19 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
 
     page.locator("#product-upload input[type=file]").set_input_files(str(tmp_path / f"{name}.png"))
     status = page.locator("#product-mask-status")
-    expect(status).to_contain_text(f"{name}: no mask yet")
+    expect(status).to_contain_text(f"{name}: no mask yet", timeout=UI_TIMEOUT_MS)
     expect(page.locator("#product-material input")).to_have_value(f"{name} (product, 160×200)")
 
     page.locator("#product-cutout").click()
-    expect(status).to_contain_text("mask from background removal")
+    # The first cut-out loads the segmenter on the worker.
+    expect(status).to_contain_text("mask from background removal", timeout=UI_TIMEOUT_MS)
     _, materials = http_json("GET", f"{studio.url}/api/v1/materials?search={name}")
     cut = material_mask(studio, materials[0])
     assert (cut & known).sum() / (cut | known).sum() > 0.95
 
     # Paint a green stroke over the background to the right of the bottle: the mask grows there.
     editor = page.locator("#product-mask-editor")
-    page.wait_for_timeout(1500)  # the editor redraws its canvas with the new mask after the status shows
+    page.wait_for_timeout(2500)  # the editor redraws its canvas with the new mask after the status shows
     editor.get_by_role("button", name="Brush", exact=True).click()
     box = editor.locator("canvas").last.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.4)
@@ -72,7 +73,7 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
     page.mouse.up()
     page.wait_for_timeout(1000)  # the editor exports its layer after the stroke ends
     page.locator("#product-save-mask").click()
-    expect(status).to_contain_text("mask from your brush correction")
+    expect(status).to_contain_text("mask from your brush correction", timeout=UI_TIMEOUT_MS)
     _, materials = http_json("GET", f"{studio.url}/api/v1/materials?search={name}")
     corrected = material_mask(studio, materials[0])
     assert corrected.sum() > cut.sum()
