@@ -155,13 +155,16 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
         return items, [a.id for a in finals]
 
     def finish(job: JobView, progress: gr.Progress):
+        """Follow the job to its end and show its pictures; a failure stays in the status line too."""
         job = follow(job, progress)
         if job.state == JobState.CANCELLED:
-            return None, [], [], "Cancelled."
+            yield None, [], [], "Cancelled."
+            return
         if job.state == JobState.FAILED:
+            yield None, [], [], f"**Failed:** {job.error}"
             raise gr.Error(f"Product synthesis failed: {job.error}")
         items, ids = pictures(job)
-        return None, items, ids, f"Done: {len(ids)} picture(s), {job.params['width']}×{job.params['height']} px."
+        yield None, items, ids, f"Done: {len(ids)} picture(s), {job.params['width']}×{job.params['height']} px."
 
     def run(material_id, scenes_v, scene_prompt_v, canvas_v, width_v, height_v, own_placement, scale_v, x_v, ground_v,
             variants_v, seed_v, steps_v, guidance_v, shadow_v, controlnet_v, progress=gr.Progress()):
@@ -172,7 +175,7 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
                    placement=None if own_placement else {"scale": scale_v, "x": x_v, "ground": ground_v})
         job = submit("product", raw)
         yield job.id, [], [], f"Queued: {len(job.params['outputs'])} picture(s), seed {job.params['seed']} · job `{job.id}`"
-        yield finish(job, progress)
+        yield from finish(job, progress)
 
     form = [picker.dropdown, scenes, scene_prompt, canvas, width, height, scene_placement, scale, x, ground, variants,
             seed, steps, guidance, shadow, controlnet]
@@ -200,7 +203,7 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
         except (InvalidRequest, QueueUnavailable) as exc:
             raise gr.Error(str(exc)) from exc
         yield job.id, [], [], f"Re-running in {format_v} · job `{job.id}`"
-        yield finish(job, progress)
+        yield from finish(job, progress)
 
     rerun_button.click(rerun, [selected, rerun_format], results, api_name="product_rerun", concurrency_limit=None)
     return picker

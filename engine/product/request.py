@@ -6,7 +6,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from engine.params import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, ParamError, _number, image_seed
-from engine.product.scenes import CUSTOM_SCENE, ProductPlacement, Scene
+from engine.product.scenes import ProductPlacement, Scene
 from engine.profiles import Profile
 
 # The sizes advertising channels ask for (feed square, feed portrait, stories/reels, video/banner).
@@ -101,6 +101,21 @@ def _placement(raw: dict) -> dict | None:
     return asdict(ProductPlacement(**values))
 
 
+def _scene_specs(specs) -> list[Scene]:
+    """Whole scenes given as data (a re-run's stored scene, or an API user's own preset)."""
+    scenes = []
+    for spec in specs or []:
+        try:
+            scene = Scene.from_dict(spec)
+        except (TypeError, ValueError) as exc:
+            raise ParamError(f"A scene given as data is not valid: {exc}. It needs name, label, label_zh, category, "
+                             "prompt, negative, lighting, placement {scale, x, ground} and shadow {opacity, softness}.") from exc
+        if not scene.prompt.strip() or len(scene.full_prompt) > MAX_PROMPT_CHARS:
+            raise ParamError(f"The scene {scene.name!r} needs a prompt of at most {MAX_PROMPT_CHARS} characters.")
+        scenes.append(scene)
+    return scenes
+
+
 def resolve_product(raw: dict, profile: Profile, scenes: dict[str, Scene], rng: random.Random | None = None) -> ProductRequest:
     """Check every field of a product request, fill the profile's defaults, and pin the seed."""
     if "inpaint" not in profile.roles and profile.family not in ("sdxl", "sd"):
@@ -117,6 +132,7 @@ def resolve_product(raw: dict, profile: Profile, scenes: dict[str, Scene], rng: 
     if unknown:
         raise ParamError(f"Unknown scene {', '.join(map(str, unknown))}. Known scenes: {', '.join(scenes)}.")
     chosen = [scenes[n] for n in dict.fromkeys(names)]
+    chosen += _scene_specs(raw.get("scene_specs"))
     scene_prompt = " ".join(str(raw.get("scene_prompt") or "").split())
     if len(scene_prompt) > MAX_PROMPT_CHARS:
         raise ParamError(f"The scene prompt has {len(scene_prompt)} characters; the limit is {MAX_PROMPT_CHARS}.")
@@ -160,20 +176,15 @@ def resolve_product(raw: dict, profile: Profile, scenes: dict[str, Scene], rng: 
 def rerun_request(asset_id: str, source_params: dict, canvas_format: str, width: int | None = None,
                   height: int | None = None) -> dict:
     """The raw request that re-renders one composite's scene, seed and placement on another canvas:
-    only the background is generated anew; the product's pixels and mask are those of the source."""
-    scene = source_params["scene"]
-    raw = {
+    only the background is generated anew; the product's pixels and mask are those of the source. The
+    scene goes as the composite stored it, so a preset edited or removed since changes nothing."""
+    return {
         "material_id": source_params["material_id"], "canvas_format": canvas_format, "width": width, "height": height,
         "variants": 1, "seed": source_params["seed"], "steps": source_params["steps"],
         "guidance": source_params["guidance"], "placement": source_params.get("placement_override"),
         "controlnet": source_params.get("controlnet", False), "control_scale": source_params.get("control_scale"),
-        "shadow": source_params.get("shadow", True), "rerun_of": asset_id,
+        "shadow": source_params.get("shadow", True), "rerun_of": asset_id, "scene_specs": [source_params["scene"]],
     }
-    if scene["name"] == CUSTOM_SCENE:
-        raw["scene_prompt"] = scene["prompt"]
-    else:
-        raw["scenes"] = [scene["name"]]
-    return raw
 
 
 @dataclass

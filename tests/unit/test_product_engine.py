@@ -657,6 +657,23 @@ def composite_params(request, output_index) -> dict:
             "control_scale": request.control_scale, "shadow": request.shadow}
 
 
+def test_rerun_keeps_the_stored_scene_when_the_preset_changed_or_went(tiny, scenes):
+    source = resolve(tiny, scenes, scenes=["snow"], seed=11)
+    params = composite_params(source, 0)
+    edited = {name: scene for name, scene in scenes.items() if name != "snow"}
+    rerun = resolve_product(rerun_request("asset-3", params, "4:5"), tiny, edited)
+    assert rerun.scenes == [scenes["snow"].to_dict()]
+    assert rerun.outputs[0]["seed"] == 11
+
+
+def test_a_scene_given_as_data_is_checked(tiny, scenes):
+    broken = dict(scenes["snow"].to_dict(), placement={"scale": 3.0, "x": 0.5, "ground": 0.8})
+    with pytest.raises(ParamError, match="not valid"):
+        resolve(tiny, scenes, scenes=[], scene_specs=[broken])
+    with pytest.raises(ParamError, match="needs a prompt"):
+        resolve(tiny, scenes, scenes=[], scene_specs=[dict(scenes["snow"].to_dict(), prompt=" ")])
+
+
 def test_rerun_renders_the_same_scene_and_seed_on_another_canvas(tiny, scenes):
     source = resolve(tiny, scenes, scenes=["studio_dark", "beach_sand"], variants=3, seed=500, steps=3,
                      guidance=4.5, shadow=False, placement={"scale": 0.4, "x": 0.6, "ground": 0.8})
