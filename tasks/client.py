@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
@@ -21,7 +21,7 @@ from engine.params import (
     resolve_generation,
     size_for_aspect,
 )
-from engine.product.request import CANVAS_FORMATS, resolve_cutout, resolve_product
+from engine.product.request import CANVAS_FORMATS, CUSTOM_FORMAT, resolve_cutout, resolve_product
 from engine.product.scenes import Scene, load_scenes
 from engine.profiles import STAGE_LABELS, Profile
 from engine.styles import Style
@@ -63,7 +63,8 @@ class FormOptions:
     stage_labels: dict[str, str]
     scenes: list[tuple[str, str]]  # (label shown, name)
     aspect_ratios: tuple[str, ...] = ASPECT_RATIOS
-    canvas_formats: tuple[str, ...] = tuple(CANVAS_FORMATS)
+    canvas_formats: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(CANVAS_FORMATS))
+    custom_format: str = CUSTOM_FORMAT
     max_count: int = MAX_COUNT
     max_steps: int = MAX_STEPS
     default_candidates: int = DEFAULT_CANDIDATES

@@ -6,7 +6,7 @@ files and rows once per (job, output index, layer) and skips pictures it has alr
 
 from __future__ import annotations
 
-import logging
+from dataclasses import asdict
 
 from engine.cascade import Cancelled
 from engine.product.layers import LayeredPicture, export_files
@@ -20,8 +20,6 @@ from storage.pngmeta import png_with_params
 from tasks.celery_app import CUTOUT, PRODUCT, app
 from tasks.generate import JobError, JobReporter, execute, job_profile
 from tasks.worker import WorkerContext
-
-log = logging.getLogger(__name__)
 
 # Everything stored beside each composite, as (asset stage, asset kind, mime).
 EXPORTS = {
@@ -63,7 +61,7 @@ def _picture_params(request: ProductRequest, job, output: dict, picture: Layered
         "guidance": request.guidance, "placement": picture.info["placement"], "placement_override": request.placement,
         "controlnet": request.controlnet, "control_scale": request.control_scale, "shadow": request.shadow,
         "profile": request.profile, "rerun_of": request.rerun_of, "prompt": picture.info["prompt"],
-        "negative_prompt": picture.info["negative_prompt"], "product_box": picture.manifest()["product_box"],
+        "negative_prompt": picture.info["negative_prompt"], "product_box": asdict(picture.box),
         "job_id": job.id, "output_index": output["index"],
     }
 

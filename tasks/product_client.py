@@ -7,7 +7,17 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from engine.product.mask import ADD_COLOR, ERASE_COLOR, MaskError, apply_brush, binary, check_mask, cut_out, overlay, to_image
+from engine.product.mask import (
+    ADD_COLOR,
+    ERASE_COLOR,
+    MaskError,
+    apply_brush,
+    binary,
+    check_mask,
+    cut_out,
+    overlay,
+    to_image,
+)
 from engine.product.request import rerun_request
 from storage import repo
 from storage.materials import MaterialLibrary, MaterialView

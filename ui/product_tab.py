@@ -13,8 +13,8 @@ from ui.jobs import wait_for_job, warn_if_no_worker
 from ui.materials_tab import MaterialPicker, build_material_picker, upload_material
 from ui.services import Services, banner
 
-CUSTOM_FORMAT = "custom"
-FORMAT_LABELS = {"1:1": "1:1 feed", "4:5": "4:5 portrait feed", "9:16": "9:16 stories / reels", "16:9": "16:9 video / banner"}
+# What each ad format is for; the sizes come from the client's form options.
+FORMAT_USES = {"1:1": "feed", "4:5": "portrait feed", "9:16": "stories / reels", "16:9": "video / banner"}
 LAYER_STAGES = ("background", "shadow", "product", "mask")
 EXPORT_LINKS = {"zip": "Layers as PNG (zip)", "psd": "Photoshop file (psd)", "manifest": "Manifest (json)"}
 
@@ -22,6 +22,7 @@ EXPORT_LINKS = {"zip": "Layers as PNG (zip)", "psd": "Photoshop file (psd)", "ma
 def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
     options = services.options
     profile = options.profile
+    formats = [(f"{name} {FORMAT_USES.get(name, '')} · {w}×{h}", name) for name, (w, h) in options.canvas_formats.items()]
     gr.Markdown(banner(options), visible=profile.is_noise, elem_classes=["noise-banner"])
     with gr.Row():
         with gr.Column(scale=4):
@@ -47,7 +48,7 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
             scene_prompt = gr.Textbox(label="…or describe your own scene", lines=2,
                                       placeholder="a sunlit bathroom shelf with eucalyptus, soft morning light")
             gr.Markdown("### 3 · Canvas")
-            canvas = gr.Radio([(label, name) for name, label in FORMAT_LABELS.items()] + [("Custom pixels", CUSTOM_FORMAT)],
+            canvas = gr.Radio(formats + [("Custom pixels", options.custom_format)],
                               value="1:1", label="Format", elem_id="product-format")
             with gr.Row(visible=False) as custom_row:
                 width = gr.Number(value=1200, precision=0, label="Width (px)", elem_id="product-width")
@@ -82,7 +83,7 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
                                      object_fit="contain", elem_id="product-layers")
             downloads = gr.Markdown("Select a picture to download its layers.", elem_id="product-downloads")
             with gr.Row():
-                rerun_format = gr.Dropdown([(label, name) for name, label in FORMAT_LABELS.items()], value="9:16",
+                rerun_format = gr.Dropdown(formats, value="9:16",
                                            label="Re-run this scene in", scale=3)
                 rerun_button = gr.Button("Re-run (new background only)", scale=2, elem_id="product-rerun")
     job_id = gr.State(None)
@@ -144,7 +145,7 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
 
     save_mask_button.click(save_mask, [picker.dropdown, editor], preview_outputs, api_visibility="private")
 
-    canvas.change(lambda f: gr.Row(visible=f == CUSTOM_FORMAT), canvas, custom_row, api_visibility="private")
+    canvas.change(lambda f: gr.Row(visible=f == options.custom_format), canvas, custom_row, api_visibility="private")
     scene_placement.change(lambda own: [gr.Slider(interactive=not own)] * 3, scene_placement, [scale, x, ground],
                            api_visibility="private")
 
