@@ -85,7 +85,7 @@ def serve(args: argparse.Namespace) -> None:
         owner = repo.ensure_user(session)
     styles = load_styles()
     services = Services(db=db, files=FileStore(settings.files), client=StudioClient(db, celery_app, profile, styles),
-                        owner_id=owner.id)
+                        owner_id=owner.id, max_lora_bytes=settings.max_lora_mb * 1_000_000)
     worker = start_embedded_worker(profile.name) if settings.embedded_worker and not args.no_worker else None
     # uvicorn re-raises SIGTERM after its own shutdown; as SystemExit it lets the worker be stopped below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -100,17 +100,21 @@ def serve(args: argparse.Namespace) -> None:
             stop_process_group(worker)
 
 
-def run_worker(args: argparse.Namespace) -> None:
-    from settings import Settings
-
-    settings = Settings()
-    _profiles, profile = _profiles_or_exit(settings)
+def _ensure_tiny(settings, profile) -> None:
     if profile.name == "tiny":
         from engine.tiny import build_tiny_profile, tiny_profile_present
 
         if not tiny_profile_present(settings.models / "tiny"):
             print("building the offline tiny profile ...", flush=True)
             build_tiny_profile(settings.models / "tiny")
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    from settings import Settings
+
+    settings = Settings()
+    _profiles, profile = _profiles_or_exit(settings)
+    _ensure_tiny(settings, profile)
     os.environ["STUDIO_PROFILE"] = profile.name  # the pool processes resolve the same profile
     from tasks.celery_app import app as celery_app
 
@@ -143,6 +147,41 @@ def models(args: argparse.Namespace) -> None:
             print(f"  {role:10} {spec.model}  [{state}]")
 
 
+def styles(args: argparse.Namespace) -> None:
+    """Render a preview of every style (or those named) with the active profile into the file store."""
+    from engine.loader import PipelineCache, Placement
+    from engine.style_previews import PREVIEW_SEED, PREVIEW_SUBJECT, render_style_previews
+    from engine.styles import load_styles
+    from settings import Settings
+    from storage.pngmeta import png_with_params
+    from storage.previews import StylePreviews
+
+    settings = Settings()
+    _profiles, profile = _profiles_or_exit(settings)
+    _ensure_tiny(settings, profile)
+    store = StylePreviews(settings.files / "previews")
+    catalogue = load_styles()
+    unknown = [n for n in args.names if n not in catalogue]
+    if unknown:
+        sys.exit(f"Unknown style(s): {', '.join(unknown)}")
+    cache = PipelineCache(Placement.choose(settings.device, settings.cpu_offload))
+    skip = (lambda name: store.path(profile.name, name) is not None) if args.missing else (lambda name: False)
+    made = failed = 0
+    for preview in render_style_previews(catalogue, profile, cache, args.names or None, skip):
+        if preview.image is None:
+            failed += 1
+            print(f"  {preview.style}: no preview ({preview.error})", flush=True)
+            continue
+        store.put(profile.name, preview.style, png_with_params(preview.image, preview.params))
+        made += 1
+        print(f"  {preview.style}", flush=True)
+    manifest = store.manifest(profile.name)
+    manifest.update(profile=profile.name, noise=profile.is_noise, subject=PREVIEW_SUBJECT, seed=PREVIEW_SEED)
+    store.write_manifest(profile.name, manifest)
+    noise = " (the tiny profile's previews are noise)" if profile.is_noise else ""
+    print(f"{made} preview(s) written to {store.root / profile.name}{noise}; {failed} failed.")
+
+
 def parser() -> argparse.ArgumentParser:
     # Options every command takes, before or after its name; SUPPRESS keeps a subcommand from
     # overwriting a value given before it with its own default.
@@ -165,6 +204,10 @@ def parser() -> argparse.ArgumentParser:
     model_cmd = commands.add_parser("models", parents=[common], help="manage model profiles")
     model_cmd.add_argument("action", choices=["build-tiny", "list"],
                            help="build-tiny: write the offline tiny profile; list: show profiles and which models are available")
+    styles_cmd = commands.add_parser("styles", parents=[common], help="the style catalogue")
+    styles_cmd.add_argument("action", choices=["previews"], help="previews: render a preview of each style with the active profile")
+    styles_cmd.add_argument("names", nargs="*", help="only these styles (default: all)")
+    styles_cmd.add_argument("--missing", action="store_true", help="only styles that have no preview yet")
     return top
 
 
@@ -174,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     _apply_overrides(args)
-    {"worker": run_worker, "models": models}.get(args.command, serve)(args)
+    {"worker": run_worker, "models": models, "styles": styles}.get(args.command, serve)(args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     worker_queues: str = "gpu,train,cpu"
     worker_name: str = "studio-embedded@%h"
     worker_heartbeat_s: float = 5.0
+    max_lora_mb: int = 1024  # largest LoRA file accepted for upload
 
     @cached_property
     def database(self) -> str:

@@ -13,7 +13,9 @@ import diffusers
 import torch
 from PIL import Image
 
+from engine.game.tiling import seamless
 from engine.loader import PipelineCache
+from engine.lora import LoraWeights, loras_applied
 from engine.params import SAMPLERS, GenerationParams, image_seed
 from engine.profiles import Profile
 from engine.prompt_encoding import prompt_arguments
@@ -102,9 +104,11 @@ def run_cascade(
     should_cancel: Callable[[], bool] = lambda: False,
     keep_stage_images: bool = False,
     init_images: list[Image.Image] | None = None,
+    loras: list[LoraWeights] | None = None,
 ) -> CascadeResult:
     """Run every stage of ``params``; with ``init_images`` the base stage is image-to-image at
-    ``params.strength`` (variations of a picture), one init image per output or one for all."""
+    ``params.strength`` (variations of a picture), one init image per output or one for all. ``loras``
+    (the files of ``params.loras``) apply to the base stage; ``params.tileable`` makes it seamless."""
     stages = params.stages
     count = len(stages)
     result = CascadeResult(images=[])
@@ -133,13 +137,18 @@ def run_cascade(
         denoised_steps = params.steps
     set_sampler(base, params.sampler)
     base_steps = round(denoised_steps * profile.refiner_start) if use_refiner else denoised_steps
-    base_kwargs = dict(
-        **prompt_arguments(base, prompts, negatives), **init,
-        num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators(),
-        callback_on_step_end=reporter("base", base_steps).on_step_end,
-    )
+    # Prompts are encoded inside the block: a LoRA may adapt the text encoders too.
+    with loras_applied(base, loras or []), seamless(base, params.tileable):
+        base_kwargs = dict(
+            **prompt_arguments(base, prompts, negatives), **init,
+            num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators(),
+            callback_on_step_end=reporter("base", base_steps).on_step_end,
+        )
+        if use_refiner:
+            latents = base(**base_kwargs, denoising_end=profile.refiner_start, output_type="latent").images
+        else:
+            images = base(**base_kwargs).images
     if use_refiner:
-        latents = base(**base_kwargs, denoising_end=profile.refiner_start, output_type="latent").images
         if keep_stage_images:
             result.stage_images["base"] = _decode_latents(base, latents)
         refiner = cache.pipeline(profile, "refiner")
@@ -151,10 +160,8 @@ def run_cascade(
         ).images
         if keep_stage_images:
             result.stage_images["refiner"] = images
-    else:
-        images = base(**base_kwargs).images
-        if keep_stage_images:
-            result.stage_images["base"] = images
+    elif keep_stage_images:
+        result.stage_images["base"] = images
 
     for stage in ("latent_x2", "x4"):
         if stage in stages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.params import ASPECT_RATIOS, MAX_COUNT, ParamError, _number
+from engine.params import ASPECT_RATIOS, MAX_COUNT, ParamError, number_field
 from engine.profiles import Profile
 from engine.styles import Style
 
@@ -42,7 +42,7 @@ def resolve_chat_turn(raw: dict, profile: Profile, styles: dict[str, Style]) -> 
     aspect = raw.get("aspect") or "1:1"
     if aspect not in ASPECT_RATIOS:
         raise ParamError(f"Unknown aspect ratio {aspect!r}. Choose one of {', '.join(ASPECT_RATIOS)}.")
-    count = _number(raw, "count", DEFAULT_CANDIDATES, "Candidate count", 1, MAX_COUNT)
+    count = number_field(raw, "count", DEFAULT_CANDIDATES, "Candidate count", 1, MAX_COUNT)
     if tweak is not None:
         tweak = _resolve_tweak(tweak, styles)
         if not raw.get("parent_turn_id"):

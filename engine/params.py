@@ -9,7 +9,7 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from engine.profiles import STAGE_LABELS, STAGE_ORDER, STAGE_SCALE, Profile
-from engine.styles import Style
+from engine.styles import REFERENCE_LONG_SIDE, Style
 
 MAX_PROMPT_CHARS = 2000
 MAX_COUNT = 8
@@ -67,6 +67,11 @@ class GenerationParams:
     # Image-to-image: the asset the picture starts from, and how much of it is redrawn (1 = all).
     init_asset_id: str | None = None
     strength: float = 1.0
+    # LoRAs applied to the base stage, each {"name", "weight"} and either "lora_id" + "file_hash" (trained
+    # or uploaded here) or "model" + "weight_name" (a published LoRA a style names).
+    loras: list[dict] = field(default_factory=list)
+    # Seamless: the picture tiles left-right and top-bottom (circular padding in the networks).
+    tileable: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +87,42 @@ class GenerationParams:
         for stage in self.stages:
             scale *= STAGE_SCALE.get(stage, 1)
         return self.width * scale, self.height * scale
+
+
+MAX_LORAS = 4
+
+
+def style_size(style: Style, profile: Profile, aspect: str | None = None) -> tuple[int, int]:
+    """The style's recommended size (given at SDXL's scale) on this profile, optionally at another aspect."""
+    long_side = max(style.size) * max(profile.default_size) / REFERENCE_LONG_SIDE
+    w, h = (int(x) for x in (aspect or style.aspect).split(":"))
+    width, height = (long_side, long_side * h / w) if w >= h else (long_side * w / h, long_side)
+    clamp = lambda v: min(profile.max_size, max(profile.min_size, round(v / 8) * 8))  # noqa: E731
+    return clamp(width), clamp(height)
+
+
+def resolve_loras(raw_loras, profile: Profile, style: Style) -> list[dict]:
+    """The LoRAs a request names (``[{"lora_id", "weight"}]``, checked against the owner's models when the
+    job is prepared) and the style's own LoRA for this profile."""
+    if raw_loras in (None, ""):
+        raw_loras = []
+    if not isinstance(raw_loras, list):
+        raise ParamError("loras must be a list of {\"lora_id\": ..., \"weight\": ...}.")
+    loras = []
+    for item in raw_loras:
+        if not isinstance(item, dict) or not item.get("lora_id"):
+            raise ParamError("Each LoRA needs a lora_id (the id of one of your LoRAs) and a weight.")
+        weight = number_field(item, "weight", 1.0, f"The weight of LoRA {item['lora_id']}", -2.0, 2.0, whole=False)
+        loras.append({"lora_id": str(item["lora_id"]), "weight": weight})
+    if len({lora["lora_id"] for lora in loras}) < len(loras):
+        raise ParamError("The same LoRA is named twice; give it one weight.")
+    style_lora = style.lora_for(profile.name)
+    if style_lora is not None:
+        loras.append({"name": f"{style.label} style", "model": style_lora.model, "weight_name": style_lora.weight_name,
+                      "weight": style_lora.weight})
+    if len(loras) > MAX_LORAS:
+        raise ParamError(f"{len(loras)} LoRAs were asked for (with the style's own); at most {MAX_LORAS} can be applied at once.")
+    return loras
 
 
 def image_seed(batch_seed: int, index: int) -> int:
@@ -103,7 +144,7 @@ def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
     return max(step, round(width / step) * step), max(step, round(height / step) * step)
 
 
-def _number(raw: dict, key: str, default, label: str, low, high, whole: bool = True):
+def number_field(raw: dict, key: str, default, label: str, low, high, whole: bool = True):
     """``raw[key]`` (or the default) as a number within [low, high], or a ParamError naming the field."""
     value = raw.get(key)
     if value is None or value == "":
@@ -120,6 +161,13 @@ def _number(raw: dict, key: str, default, label: str, low, high, whole: bool = T
     return number
 
 
+def pin_seed(raw: dict, rng: random.Random | None = None) -> int:
+    """``raw["seed"]``, or a random seed when it is absent, empty, -1 or "random"."""
+    if raw.get("seed") in (None, "", -1, "random"):
+        return (rng or random.SystemRandom()).randint(0, MAX_SEED)
+    return number_field(raw, "seed", 0, "Seed", 0, MAX_SEED)
+
+
 def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rng: random.Random | None = None) -> GenerationParams:
     """Fill the profile's defaults into a request, check every field, and pin a random seed."""
     prompt = str(raw.get("prompt") or "").strip()
@@ -134,10 +182,13 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     style_name = raw.get("style") or "none"
     if style_name not in styles:
         raise ParamError(f"Unknown style {style_name!r}. Known styles: {', '.join(sorted(styles))}.")
-    full_prompt, full_negative = styles[style_name].apply(prompt, negative)
+    style = styles[style_name]
+    full_prompt, full_negative = style.apply(prompt, negative)
 
-    width = _number(raw, "width", profile.default_size[0], "Width", 1, 100_000)
-    height = _number(raw, "height", profile.default_size[1], "Height", 1, 100_000)
+    # Unset fields take the style's suggestions (size, steps, guidance), then the profile's defaults.
+    default_size = style_size(style, profile) if style.name != "none" else profile.default_size
+    width = number_field(raw, "width", default_size[0], "Width", 1, 100_000)
+    height = number_field(raw, "height", default_size[1], "Height", 1, 100_000)
     for name, value in (("Width", width), ("Height", height)):
         if value % 8:
             raise ParamError(f"{name} {value} px is not a multiple of 8.")
@@ -146,18 +197,14 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
                 f"{name} {value} px is outside the {profile.name} profile's range "
                 f"{profile.min_size}-{profile.max_size} px."
             )
-    count = _number(raw, "count", 1, "Image count", 1, MAX_COUNT)
-    steps = _number(raw, "steps", profile.steps, "Steps", 1, MAX_STEPS)
-    guidance = _number(raw, "guidance", profile.guidance, "Guidance", 0, 30, whole=False)
+    count = number_field(raw, "count", 1, "Image count", 1, MAX_COUNT)
+    steps = number_field(raw, "steps", style.steps or profile.steps, "Steps", 1, MAX_STEPS)
+    guidance = number_field(raw, "guidance", profile.guidance if style.guidance is None else style.guidance, "Guidance", 0, 30, whole=False)
     sampler = raw.get("sampler") or profile.sampler
     if sampler not in SAMPLERS:
         raise ParamError(f"Unknown sampler {sampler!r}. Known samplers: {', '.join(SAMPLERS)}.")
 
-    seed_raw = raw.get("seed")
-    if seed_raw is None or seed_raw == "" or seed_raw == -1 or seed_raw == "random":
-        seed = (rng or random.SystemRandom()).randint(0, MAX_SEED)
-    else:
-        seed = _number(raw, "seed", 0, "Seed", 0, MAX_SEED)
+    seed = pin_seed(raw, rng)
 
     requested = raw.get("stages") or ["base"]
     if isinstance(requested, str):
@@ -175,8 +222,12 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
                 f"{round(height / multiple) * multiple or multiple}."
             )
 
+    tileable = bool(raw.get("tileable", False))
+    if tileable and stages != ["base"]:
+        raise ParamError("A tileable picture is drawn by the base model alone: turn off the refiner and upscaling stages.")
+
     init_asset_id = raw.get("init_asset_id") or None
-    strength = _number(raw, "strength", 1.0 if init_asset_id is None else DEFAULT_STRENGTH, "Strength", 0.05, 1.0, whole=False)
+    strength = number_field(raw, "strength", 1.0 if init_asset_id is None else DEFAULT_STRENGTH, "Strength", 0.05, 1.0, whole=False)
 
     return GenerationParams(
         prompt=prompt,
@@ -196,4 +247,6 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         profile=profile.name,
         init_asset_id=str(init_asset_id) if init_asset_id else None,
         strength=strength,
+        loras=resolve_loras(raw.get("loras"), profile, style),
+        tileable=tileable,
     )

@@ -15,6 +15,8 @@ MIME_EXTENSIONS = {
     "application/json": "json",
     "image/vnd.adobe.photoshop": "psd",
     "application/zip": "zip",
+    # LoRA weights, trained here or uploaded.
+    "application/vnd.safetensors": "safetensors",
 }
 
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from PIL import Image
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage import repo
 from storage.db import Database
 from storage.files import FileStore
 from storage.images import UploadedImage, read_image_upload
-from storage.models import Asset, Material, utcnow
+from storage.models import Material, utcnow
 
 MATERIAL_KINDS = ("product", "logo", "reference")
 MASK_SOURCES = ("alpha", "segmenter", "brush")
@@ -155,12 +156,8 @@ class MaterialLibrary:
             digests = [d for d in (row.file_hash, row.mask_hash) if d]
             session.delete(row)
             session.commit()
-            for digest in digests:
-                used = session.scalar(select(func.count()).select_from(Material).where(
-                    or_(Material.file_hash == digest, Material.mask_hash == digest)))
-                used += session.scalar(select(func.count()).select_from(Asset).where(Asset.file_hash == digest))
-                if not used:
-                    self.files.delete(digest, "png")
+            for digest in repo.unused_files(session, digests):
+                self.files.delete(digest, "png")
 
     def image(self, material: MaterialView) -> Image.Image:
         return self.open_png(material.file_hash)

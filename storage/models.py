@@ -181,3 +181,38 @@ class WorkerRecord(Base):
     model_loads: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LoraState:
+    NEW = "new"  # training images stored, not trained yet
+    TRAINING = "training"  # its train job is queued or running
+    CHECKING = "checking"  # an upload whose keys a worker is checking against the base model
+    READY = "ready"
+    FAILED = "failed"  # training failed, or was cancelled
+    REJECTED = "rejected"  # an upload that does not fit the base model
+    USABLE = (READY,)
+    BUSY = (TRAINING, CHECKING)
+
+
+class TrainedModel(Base):
+    """A LoRA owned by a user: trained here from their images, or uploaded as safetensors."""
+
+    __tablename__ = "trained_models"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(20), default="style", index=True)  # style | uploaded
+    profile: Mapped[str] = mapped_column(String(80))  # the profile whose base model it adapts
+    base_model: Mapped[str] = mapped_column(String(500))
+    trigger: Mapped[str] = mapped_column(String(80), default="")
+    state: Mapped[str] = mapped_column(String(16), default=LoraState.NEW, index=True)
+    state_note: Mapped[str | None] = mapped_column(Text)  # why it failed or was rejected
+    file_hash: Mapped[str | None] = mapped_column(String(64))  # the safetensors file, once there is one
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    job_id: Mapped[str | None] = mapped_column(String(32))  # the latest train or check job
+    dataset: Mapped[list] = mapped_column(default=list)  # [{"hash", "name", "caption", "width", "height"}]
+    settings: Mapped[dict] = mapped_column(default=dict)  # the training request, as trained
+    metrics: Mapped[dict] = mapped_column(default=dict)  # {"losses": [...], "samples": [{"step", "asset_id"}], ...}
+    default_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.models import Asset, Job, JobState, User, WorkerRecord, utcnow
+from storage.models import Asset, Job, JobState, LoraState, Material, TrainedModel, User, WorkerRecord, utcnow
 
 LOCAL_USER = "local"
 
@@ -88,6 +88,9 @@ def request_cancel(session: Session, job: Job) -> Job:
     job.cancel_requested = True
     if job.state == JobState.QUEUED:
         job.state, job.stage, job.finished_at = JobState.CANCELLED, "cancelled", utcnow()
+        # A LoRA waiting on this job would otherwise say "training" for ever.
+        session.execute(update(TrainedModel).where(TrainedModel.job_id == job.id, TrainedModel.state.in_(LoraState.BUSY))
+                        .values(state=LoraState.FAILED, state_note="Cancelled before it started."))
     session.commit()
     return job
 
@@ -168,8 +171,19 @@ def delete_asset(session: Session, asset: Asset) -> str | None:
     session.execute(update(Asset).where(Asset.parent_id == asset.id).values(parent_id=None))
     session.execute(delete(Asset).where(Asset.id == asset.id))
     session.commit()
-    still_used = session.scalar(select(func.count()).select_from(Asset).where(Asset.file_hash == digest))
-    return None if still_used else digest
+    return digest if unused_files(session, [digest]) else None
+
+
+def unused_files(session: Session, digests: list[str]) -> list[str]:
+    """Those of ``digests`` no asset, material or LoRA (weights or training image) refers to any more."""
+    wanted = set(digests)
+    used = set(session.scalars(select(Asset.file_hash).where(Asset.file_hash.in_(wanted))))
+    used |= set(session.scalars(select(Material.file_hash).where(Material.file_hash.in_(wanted))))
+    used |= set(session.scalars(select(Material.mask_hash).where(Material.mask_hash.in_(wanted))))
+    used |= set(session.scalars(select(TrainedModel.file_hash).where(TrainedModel.file_hash.in_(wanted))))
+    for dataset in session.scalars(select(TrainedModel.dataset)):
+        used |= {item["hash"] for item in dataset} & wanted
+    return [d for d in dict.fromkeys(digests) if d not in used]
 
 
 def heartbeat(session: Session, hostname: str, queues: list[str], profile: str, pid: int, model_loads: int | None = None) -> None:

@@ -11,14 +11,20 @@ GENERATE = "studio.generate"
 CHAT_TURN = "studio.chat_turn"
 CUTOUT = "studio.cutout"
 PRODUCT = "studio.product"
-# The task that runs each job kind, and the queue each task goes to (one GPU job at a time per GPU worker).
-JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN, "cutout": CUTOUT, "product": PRODUCT}
-TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu", CUTOUT: "gpu", PRODUCT: "gpu"}
+GAME_ASSET = "studio.game_asset"
+TRAIN_LORA = "studio.train_lora"
+CHECK_LORA = "studio.check_lora"
+# The task that runs each job kind, and the queue each task goes to (one GPU job at a time per GPU worker;
+# training, long, on its own queue so a deployment can give it its own GPUs).
+JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN, "cutout": CUTOUT, "product": PRODUCT,
+             "game_asset": GAME_ASSET, "train_lora": TRAIN_LORA, "lora_check": CHECK_LORA}
+TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu", CUTOUT: "gpu", PRODUCT: "gpu", GAME_ASSET: "gpu",
+               TRAIN_LORA: "train", CHECK_LORA: "gpu"}
 
 
 def create_celery(settings: Settings) -> Celery:
     sqlite_broker.register()
-    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.product", "tasks.worker"])
+    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.product", "tasks.game", "tasks.train", "tasks.worker"])
     app.conf.update(
         task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         task_default_queue="gpu",

@@ -12,6 +12,8 @@ from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
 from engine.chat_request import DEFAULT_CANDIDATES, resolve_chat_turn
+from engine.game.request import AssetType, load_asset_types, resolve_game_asset
+from engine.lora_request import resolve_training
 from engine.params import (
     ASPECT_RATIOS,
     MAX_COUNT,
@@ -20,15 +22,16 @@ from engine.params import (
     ParamError,
     resolve_generation,
     size_for_aspect,
+    style_size,
 )
 from engine.product.request import CANVAS_FORMATS, CUSTOM_FORMAT, resolve_cutout, resolve_product
 from engine.product.scenes import Scene, load_scenes
 from engine.profiles import STAGE_LABELS, Profile
-from engine.styles import Style
-from storage import conversations, repo
+from engine.styles import Style, StyleCategory, load_catalogue
+from storage import conversations, loras, repo
 from storage.conversations import ConversationError
 from storage.db import Database
-from storage.models import Conversation, Job, JobState, Material, Turn
+from storage.models import Conversation, Job, JobState, LoraState, Material, TrainedModel, Turn
 from tasks.celery_app import JOB_TASKS, TASK_QUEUES
 
 log = logging.getLogger(__name__)
@@ -47,10 +50,11 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class Catalog:
-    """The presets requests are checked against: style presets and product scenes."""
+    """The presets requests are checked against: style presets, product scenes and game-asset types."""
 
     styles: dict[str, Style]
     scenes: dict[str, Scene]
+    asset_types: dict[str, AssetType]
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,31 @@ class FormOptions:
     max_count: int = MAX_COUNT
     max_steps: int = MAX_STEPS
     default_candidates: int = DEFAULT_CANDIDATES
+    style_categories: list[tuple[str, str]] = field(default_factory=list)  # (label shown, name)
+    asset_types: list[tuple[str, str]] = field(default_factory=list)  # (label shown, name)
+    catalog: Catalog | None = None
 
     @classmethod
-    def of(cls, profile: Profile, catalog: Catalog) -> "FormOptions":
+    def of(cls, profile: Profile, catalog: Catalog, categories: dict[str, StyleCategory] | None = None) -> "FormOptions":
         return cls(profile=profile, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
                    samplers=list(SAMPLERS), stage_labels=dict(STAGE_LABELS),
-                   scenes=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.scenes.values()])
+                   scenes=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.scenes.values()],
+                   style_categories=[(f"{c.label} · {c.label_zh}", c.name) for c in (categories or {}).values()],
+                   asset_types=[(f"{t.label} · {t.label_zh}", t.name) for t in catalog.asset_types.values()],
+                   catalog=catalog)
+
+    def style_settings(self, name: str, asset_type: str | None = None) -> dict:
+        """What a style suggests on this profile (at the asset type's shape when given): width, height,
+        steps, guidance."""
+        style = self.catalog.styles[name]
+        aspect = self.catalog.asset_types[asset_type].aspect if asset_type else None
+        width, height = style_size(style, self.profile, aspect) if name != "none" or aspect else self.profile.default_size
+        return {"width": width, "height": height, "steps": style.steps or self.profile.steps,
+                "guidance": self.profile.guidance if style.guidance is None else style.guidance}
+
+    def styles_in(self, category: str | None) -> list[tuple[str, str]]:
+        """(label, name) of the styles in a category, or of all styles."""
+        return [(f"{s.label} · {s.label_zh}", s.name) for s in self.catalog.styles.values() if not category or s.category == category]
 
     @property
     def has_controlnet(self) -> bool:
@@ -127,14 +150,88 @@ def _cutout_source(session: Session, owner_id: str, params: dict, job_id: str) -
     return params
 
 
+def _owned_lora(session: Session, owner_id: str, lora_id: str) -> TrainedModel:
+    lora = session.get(TrainedModel, lora_id)
+    if lora is None or lora.owner_id != owner_id:
+        raise ParamError(f"No LoRA {lora_id} among yours (it may have been deleted).")
+    return lora
+
+
+def _pin_loras(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    """Check each LoRA the job names is the owner's, ready, and made for this profile; pin its file."""
+    pinned = []
+    for item in params.get("loras", []):
+        if item.get("lora_id"):
+            lora = _owned_lora(session, owner_id, item["lora_id"])
+            if lora.state not in LoraState.USABLE or not lora.file_hash:
+                raise ParamError(f"The LoRA '{lora.name}' is {lora.state}, not ready to use"
+                                 f"{': ' + lora.state_note if lora.state_note else ''}.")
+            if lora.profile != params["profile"]:
+                raise ParamError(f"The LoRA '{lora.name}' was made for the {lora.profile} profile; this studio runs "
+                                 f"{params['profile']}, whose base model it does not fit.")
+            item = dict(item, name=lora.name, file_hash=lora.file_hash)
+        pinned.append(item)
+    return dict(params, loras=pinned)
+
+
+def _start_training(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    lora = _owned_lora(session, owner_id, params["lora_id"])
+    if lora.kind != "style" or not lora.dataset:
+        raise ParamError(f"'{lora.name}' has no training images: it was uploaded, not trained here.")
+    if lora.state in (LoraState.TRAINING, LoraState.CHECKING):
+        raise ParamError(f"'{lora.name}' is already {lora.state}: wait for it or cancel its job.")
+    if lora.profile != params["profile"]:
+        raise ParamError(f"'{lora.name}' was set up for the {lora.profile} profile; this studio runs {params['profile']}.")
+    loras.attach_job(session, lora.id, job_id, LoraState.TRAINING, settings=params)
+    return params
+
+
+def _start_check(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    lora = _owned_lora(session, owner_id, params["lora_id"])
+    if lora.kind != "uploaded":
+        raise ParamError(f"'{lora.name}' was trained here; only uploaded LoRAs are checked.")
+    loras.attach_job(session, lora.id, job_id, LoraState.CHECKING)
+    return params
+
+
+def _unqueued(state: str):
+    """Undo for a LoRA job the queue did not take: the LoRA says so, and can be started again."""
+    def withdraw(session: Session, params: dict) -> None:
+        lora = session.get(TrainedModel, params["lora_id"])
+        lora.state, lora.state_note = state, "The job queue was unreachable, so nothing ran; start it again."
+        session.commit()
+    return withdraw
+
+
+@dataclass(frozen=True)
+class LoraCheckRequest:
+    lora_id: str
+
+    def to_dict(self) -> dict:
+        return {"lora_id": self.lora_id}
+
+
+def _lora_check_request(raw: dict) -> LoraCheckRequest:
+    if not raw.get("lora_id"):
+        raise ParamError("Name the uploaded LoRA to check (lora_id).")
+    return LoraCheckRequest(str(raw["lora_id"]))
+
+
 JOB_KINDS = {
-    "generate": JobKind(resolve=lambda raw, profile, catalog: resolve_generation(raw, profile, catalog.styles)),
+    "generate": JobKind(resolve=lambda raw, profile, catalog: resolve_generation(raw, profile, catalog.styles),
+                        prepare=_pin_loras),
     "chat_turn": JobKind(resolve=lambda raw, profile, catalog: resolve_chat_turn(raw, profile, catalog.styles),
                          prepare=_start_turn,
                          withdraw=lambda session, params: conversations.withdraw_turn(session, params["turn_id"])),
     "cutout": JobKind(resolve=lambda raw, profile, catalog: resolve_cutout(raw), prepare=_cutout_source),
     "product": JobKind(resolve=lambda raw, profile, catalog: resolve_product(raw, profile, catalog.scenes),
                        prepare=_product_sources),
+    "game_asset": JobKind(resolve=lambda raw, profile, catalog: resolve_game_asset(raw, profile, catalog.styles, catalog.asset_types),
+                          prepare=_pin_loras),
+    "train_lora": JobKind(resolve=lambda raw, profile, catalog: resolve_training(raw, profile),
+                          prepare=_start_training, withdraw=_unqueued(LoraState.FAILED)),
+    "lora_check": JobKind(resolve=lambda raw, profile, catalog: _lora_check_request(raw),
+                          prepare=_start_check, withdraw=_unqueued(LoraState.REJECTED)),
 }
 
 
@@ -166,10 +263,12 @@ class JobView:
 
 class StudioClient:
     def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style],
-                 scenes: dict[str, Scene] | None = None):
+                 scenes: dict[str, Scene] | None = None, style_categories: dict[str, StyleCategory] | None = None):
         self.db, self.celery, self.profile, self.styles = db, celery, profile, styles
-        self.catalog = Catalog(styles, scenes if scenes is not None else load_scenes())
-        self.options = FormOptions.of(profile, self.catalog)
+        self.catalog = Catalog(styles, scenes if scenes is not None else load_scenes(), load_asset_types())
+        categories = style_categories if style_categories is not None else load_catalogue().categories
+        self.style_categories = categories
+        self.options = FormOptions.of(profile, self.catalog, categories)
         self.conversations = ConversationClient(db)
 
     def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:

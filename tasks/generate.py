@@ -13,6 +13,7 @@ from PIL import Image
 
 from engine.cascade import Cancelled, StageProgress, run_cascade
 from engine.loader import ModelUnavailableError
+from engine.lora import LoraMismatchError, LoraWeights, lora_weights
 from engine.params import GenerationParams, ParamError, image_seed
 from engine.profiles import STAGE_LABELS, Profile
 from engine.rerank import clip_scores
@@ -101,6 +102,19 @@ class JobError(RuntimeError):
     """A job that cannot run as asked; the message is shown to the user."""
 
 
+def job_loras(context: WorkerContext, params: GenerationParams) -> list[LoraWeights]:
+    """The LoRA files a job's parameters name: the owner's (pinned by hash when the job was made) and the
+    style's published one."""
+    def file_path(digest: str) -> str:
+        path = context.files.path(digest, "safetensors")
+        if not path.is_file():
+            name = next(lora.get("name", "") for lora in params.loras if lora.get("file_hash") == digest)
+            raise JobError(f"The file of the LoRA {name!r} is missing from the file store.")
+        return str(path)
+
+    return lora_weights(params.loras, file_path)
+
+
 def job_profile(context: WorkerContext, name: str) -> Profile:
     profile = context.profiles.get(name)
     if profile is None:
@@ -116,7 +130,7 @@ def generate_images(context: WorkerContext, job, params: GenerationParams, repor
     profile = job_profile(context, params.profile)
     init = load_init_image(context, job, params)
     result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel,
-                         params.keep_stage_images, init_images=[init] if init else None)
+                         params.keep_stage_images, init_images=[init] if init else None, loras=job_loras(context, params))
     scores = None
     if scorer_text is not None and "scorer" in profile.roles:
         reporter.write(1.0, "ranking candidates")
@@ -146,7 +160,7 @@ def execute(task, job_id: str, work) -> None:
         stage = work(context, job)
     except Cancelled:
         state, stage = JobState.CANCELLED, "cancelled"
-    except (ModelUnavailableError, ParamError, JobError) as exc:
+    except (ModelUnavailableError, ParamError, JobError, LoraMismatchError) as exc:
         state, stage, error = JobState.FAILED, "failed", str(exc)
     except Exception as exc:
         log.exception("job %s failed", job_id)

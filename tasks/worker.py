@@ -20,6 +20,7 @@ from settings import Settings
 from storage import repo
 from storage.db import Database
 from storage.files import FileStore
+from storage.loras import LoraLibrary
 from storage.materials import MaterialLibrary
 from tasks.celery_app import JOB_TASKS, app
 
@@ -57,6 +58,10 @@ class WorkerContext:
     @property
     def materials(self) -> MaterialLibrary:
         return MaterialLibrary(self.db, self.files)
+
+    @property
+    def loras(self) -> LoraLibrary:
+        return LoraLibrary(self.db, self.files)
 
     @property
     def model_loads(self) -> int:

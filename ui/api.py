@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from storage import repo
 from storage.images import ImageUploadError
+from storage.loras import LoraError, LoraView
 from storage.materials import MaterialError, MaterialView
 from storage.models import Asset
 from tasks.client import ConversationView, InvalidRequest, JobView, QueueUnavailable
@@ -330,6 +332,210 @@ def put_material_mask(material_id: str, services: ServicesDep, file: UploadFile 
         return MaterialOut.of(services.products.replace_mask(services.owner_id, material_id, mask))
     except (InvalidRequest, MaterialError) as exc:
         raise HTTPException(422, str(exc)) from exc
+
+
+class StyleOut(BaseModel):
+    name: str
+    label: str
+    label_zh: str
+    category: str
+    family: str
+    prompt: str
+    negative: str
+    aspect: str
+    suggested: dict  # width, height, steps, guidance on the active profile
+    lora: dict | None  # the published LoRA it applies on the active profile
+    preview_url: str | None
+
+
+@router.get("/styles", response_model=list[StyleOut])
+def list_styles(services: ServicesDep, category: str | None = None, family: str | None = None) -> list[StyleOut]:
+    """The style catalogue, with each style's suggestions and preview on the active profile."""
+    options = services.options
+    profile = options.profile.name
+    categories = services.client.style_categories
+    out = []
+    for style in options.catalog.styles.values():
+        style_family = categories[style.category].family
+        if (category and style.category != category) or (family and style_family != family):
+            continue
+        lora = style.lora_for(profile)
+        out.append(StyleOut(
+            name=style.name, label=style.label, label_zh=style.label_zh, category=style.category, family=style_family,
+            prompt=style.prompt, negative=style.negative, aspect=style.aspect, suggested=options.style_settings(style.name),
+            lora={"model": lora.model, "weight_name": lora.weight_name, "weight": lora.weight} if lora else None,
+            preview_url=f"/api/v1/styles/{style.name}/preview" if services.previews.path(profile, style.name) else None,
+        ))
+    return out
+
+
+@router.get("/styles/{name}/preview")
+def get_style_preview(name: str, services: ServicesDep) -> FileResponse:
+    path = services.previews.path(services.options.profile.name, name)
+    if path is None:
+        raise HTTPException(404, f"No preview of style {name!r} on this profile: run `python app.py styles previews`.")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/asset-types")
+def list_asset_types(services: ServicesDep) -> list[dict]:
+    """The Game assets tab's asset types: composition words, shape, and whether sprites are offered."""
+    return [{"name": t.name, "label": t.label, "label_zh": t.label_zh, "prompt": t.prompt, "aspect": t.aspect,
+             "transparent": t.transparent, "tileable": t.tileable} for t in services.options.catalog.asset_types.values()]
+
+
+class LoraOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    profile: str
+    base_model: str
+    trigger: str
+    state: str
+    state_note: str | None
+    file_size: int | None
+    job_id: str | None
+    default_weight: float
+    settings: dict
+    images: list[dict]  # the training images: name, caption, size
+    losses: list[float]
+    samples: list[dict]
+    created_at: datetime
+    file_url: str | None
+
+    @classmethod
+    def of(cls, lora: LoraView) -> "LoraOut":
+        return cls(id=lora.id, name=lora.name, kind=lora.kind, profile=lora.profile, base_model=lora.base_model,
+                   trigger=lora.trigger, state=lora.state, state_note=lora.state_note, file_size=lora.file_size,
+                   job_id=lora.job_id, default_weight=lora.default_weight, settings=lora.settings,
+                   images=[{k: item[k] for k in ("name", "caption", "width", "height")} for item in lora.dataset],
+                   losses=lora.metrics.get("losses", []), samples=lora.metrics.get("samples", []),
+                   created_at=lora.created_at, file_url=f"/api/v1/loras/{lora.id}/file" if lora.file_hash else None)
+
+
+class LoraTrainingOut(BaseModel):
+    lora: LoraOut
+    job: JobView
+    images: list[dict]  # each uploaded image's check: name, ok, reason, caption, width, height, notes
+
+
+class LoraUploadOut(BaseModel):
+    lora: LoraOut
+    job: JobView
+
+
+class LoraPatch(BaseModel):
+    name: str | None = None
+    default_weight: float | None = None
+
+
+def _lora(services: Services, lora_id: str) -> LoraView:
+    lora = services.loras.library.get(services.owner_id, lora_id)
+    if lora is None:
+        raise HTTPException(404, f"No LoRA {lora_id}.")
+    return lora
+
+
+async def _files(images: list[UploadFile]) -> list[tuple[str, bytes]]:
+    return [(image.filename or f"image-{i}", await image.read()) for i, image in enumerate(images)]
+
+
+def _captions(raw: str) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        captions = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"captions must be a JSON object of file name to caption ({exc.msg}).") from exc
+    if not isinstance(captions, dict):
+        raise HTTPException(422, "captions must be a JSON object of file name to caption.")
+    return {str(k): str(v) for k, v in captions.items()}
+
+
+@router.post("/loras/check-images")
+async def check_training_images(services: ServicesDep, images: list[UploadFile] = File(...)) -> list[dict]:
+    """Check training images (unreadable, too small, duplicates) without storing anything."""
+    try:
+        return [v.to_dict() for v in services.loras.check_images(await _files(images))]
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.post("/loras/train", status_code=202, response_model=LoraTrainingOut)
+async def train_lora(services: ServicesDep, images: list[UploadFile] = File(...), name: str = Form("My style"),
+                     trigger: str = Form(""), captions: str = Form(""), settings: str = Form("{}")) -> LoraTrainingOut:
+    """Upload 5-30 images (``.txt`` files with the same names are their captions, or ``captions`` as JSON)
+    and queue a ``train_lora`` job; ``settings`` is JSON: rank, steps, learning_rate, batch_size,
+    train_text_encoder, sample_every, checkpoint_every, seed, sample_prompt."""
+    try:
+        settings_dict = json.loads(settings or "{}")
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"settings must be a JSON object ({exc.msg}).") from exc
+    if not isinstance(settings_dict, dict):
+        raise HTTPException(422, "settings must be a JSON object.")
+    try:
+        lora, job, verdicts = services.loras.start_training(services.owner_id, await _files(images), name, trigger,
+                                                            _captions(captions), settings_dict)
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return LoraTrainingOut(lora=LoraOut.of(lora), job=job, images=[v.to_dict() for v in verdicts])
+
+
+@router.post("/loras", status_code=202, response_model=LoraUploadOut)
+def upload_lora(services: ServicesDep, file: UploadFile = File(...), name: str | None = Form(None),
+                weight: float = Form(1.0)) -> LoraUploadOut:
+    """Upload a LoRA as .safetensors; a ``lora_check`` job matches it against the base model before use."""
+    try:
+        lora, job = services.loras.upload(services.owner_id, file.file.read(), file.filename or "", name, weight)
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return LoraUploadOut(lora=LoraOut.of(lora), job=job)
+
+
+@router.get("/loras", response_model=list[LoraOut])
+def list_loras(services: ServicesDep, usable: bool = False) -> list[LoraOut]:
+    library = services.loras.library
+    profile = services.options.profile.name if usable else None
+    return [LoraOut.of(lora) for lora in library.list(services.owner_id, profile=profile, usable_only=usable)]
+
+
+@router.get("/loras/{lora_id}", response_model=LoraOut)
+def get_lora(lora_id: str, services: ServicesDep) -> LoraOut:
+    return LoraOut.of(_lora(services, lora_id))
+
+
+@router.patch("/loras/{lora_id}", response_model=LoraOut)
+def patch_lora(lora_id: str, body: LoraPatch, services: ServicesDep) -> LoraOut:
+    _lora(services, lora_id)
+    try:
+        return LoraOut.of(services.loras.library.update(services.owner_id, lora_id, body.name, body.default_weight))
+    except LoraError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.delete("/loras/{lora_id}", status_code=204)
+def delete_lora(lora_id: str, services: ServicesDep) -> None:
+    _lora(services, lora_id)
+    try:
+        services.loras.library.delete(services.owner_id, lora_id)
+    except LoraError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+@router.get("/loras/{lora_id}/file")
+def get_lora_file(lora_id: str, services: ServicesDep) -> FileResponse:
+    lora = _lora(services, lora_id)
+    if not lora.file_hash:
+        raise HTTPException(404, f"LoRA {lora_id} has no weights yet ({lora.state}).")
+    path = services.loras.library.file_path(lora)
+    if not path.is_file():
+        raise HTTPException(410, "The file is missing from the file store.")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in lora.name)[:60] or "lora"
+    return FileResponse(path, media_type="application/vnd.safetensors", filename=f"{safe}.safetensors")
 
 
 @router.get("/health")

@@ -11,7 +11,9 @@ from storage.models import JobState
 from tasks.client import FormOptions, InvalidRequest, QueueUnavailable
 from ui.asset_panel import caption, wire_selection
 from ui.jobs import wait_for_job, warn_if_no_worker
+from ui.lora_picker import LoraPicker, build_lora_picker
 from ui.services import Services, banner
+from ui.style_picker import build_style_picker
 
 CUSTOM_ASPECT = "custom"
 
@@ -30,6 +32,7 @@ class CreateTab:
 
     services: Services
     form: list
+    loras: LoraPicker
 
     def values_from(self, params: dict) -> list:
         """Form values that reproduce the image these parameters made."""
@@ -43,6 +46,7 @@ class CreateTab:
             aspect_of(options, width, height), width, height, int(params.get("count", 1)), int(params.get("steps", profile.steps)),
             float(params.get("guidance", profile.guidance)), params.get("sampler", profile.sampler),
             int(params.get("seed", -1)), stages, bool(params.get("keep_stage_images", False)),
+            *self.loras.values_from(params.get("loras", [])),
         ]
 
 
@@ -55,8 +59,10 @@ def build_create_tab(services: Services) -> CreateTab:
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A red fox in fresh snow, morning light / 雪地里的红狐狸", elem_id="create-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="blurry, watermark")
             with gr.Row():
-                style = gr.Dropdown(options.styles, value="none", label="Style")
+                style = gr.Dropdown(options.styles, value="none", label="Style", elem_id="create-style",
+                                    info="Choosing a style sets its suggested size, steps and guidance.")
                 sampler = gr.Dropdown(options.samplers, value=profile.sampler, label="Sampler")
+            build_style_picker(services, style, "create-style-previews")
             with gr.Row():
                 aspect = gr.Dropdown([*options.aspect_ratios, CUSTOM_ASPECT], value=aspect_of(options, *profile.default_size), label="Aspect ratio")
                 count = gr.Slider(1, options.max_count, value=1, step=1, label="Images")
@@ -73,6 +79,7 @@ def build_create_tab(services: Services) -> CreateTab:
                     label="Cascade stages after the base", info=f"Profile {profile.name}: {profile.label}",
                 )
                 keep = gr.Checkbox(value=False, label="Keep each stage's image")
+            loras = build_lora_picker(services, "create-lora")
             with gr.Row():
                 run_button = gr.Button("Generate", variant="primary", elem_id="create-generate")
                 cancel_button = gr.Button("Cancel", variant="stop")
@@ -89,8 +96,15 @@ def build_create_tab(services: Services) -> CreateTab:
     job_id = gr.State(None)
     asset_ids = gr.State([])
     selected = gr.State(None)
-    form = [prompt, negative, style, aspect, width, height, count, steps, guidance, sampler, seed, stages, keep]
-    tab = CreateTab(services, form)
+    form = [prompt, negative, style, aspect, width, height, count, steps, guidance, sampler, seed, stages, keep, *loras.inputs]
+    tab = CreateTab(services, form, loras)
+
+    def on_style(name: str):
+        suggested = options.style_settings(name)
+        return (aspect_of(options, suggested["width"], suggested["height"]), suggested["width"], suggested["height"],
+                suggested["steps"], suggested["guidance"])
+
+    style.input(on_style, style, [aspect, width, height, steps, guidance], api_visibility="private")
 
     def on_aspect(choice: str, w: int, h: int):
         if choice == CUSTOM_ASPECT:
@@ -102,10 +116,11 @@ def build_create_tab(services: Services) -> CreateTab:
     aspect.input(on_aspect, [aspect, width, height], [width, height], api_visibility="private")
 
     def run(prompt_v, negative_v, style_v, _aspect, width_v, height_v, count_v, steps_v, guidance_v, sampler_v,
-            seed_v, stages_v, keep_v, progress=gr.Progress()):
+            seed_v, stages_v, keep_v, *lora_values, progress=gr.Progress()):
         raw = dict(prompt=prompt_v, negative_prompt=negative_v, style=style_v, width=width_v, height=height_v,
                    count=count_v, steps=steps_v, guidance=guidance_v, sampler=sampler_v,
-                   seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v)
+                   seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v,
+                   loras=LoraPicker.request(lora_values))
         try:
             job = services.client.submit(services.owner_id, "generate", raw, origin="create")
         except (InvalidRequest, QueueUnavailable) as exc:

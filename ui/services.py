@@ -8,9 +8,12 @@ from pathlib import Path
 from storage import repo
 from storage.db import Database
 from storage.files import MIME_EXTENSIONS, FileStore
+from storage.loras import LoraLibrary
 from storage.materials import MaterialLibrary
 from storage.models import Asset
+from storage.previews import StylePreviews
 from tasks.client import FormOptions, StudioClient
+from tasks.lora_client import LoraClient
 from tasks.product_client import ProductClient
 
 
@@ -20,6 +23,7 @@ class Services:
     files: FileStore
     client: StudioClient
     owner_id: str
+    max_lora_bytes: int = 1 << 30
 
     @property
     def options(self) -> FormOptions:
@@ -32,6 +36,14 @@ class Services:
     @property
     def products(self) -> ProductClient:
         return ProductClient(self.materials, self.client)
+
+    @property
+    def loras(self) -> LoraClient:
+        return LoraClient(LoraLibrary(self.db, self.files, self.max_lora_bytes), self.client)
+
+    @property
+    def previews(self) -> StylePreviews:
+        return StylePreviews(self.files.root / "previews")
 
     def asset_path(self, asset: Asset) -> Path:
         return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
-from engine.params import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, ParamError, _number, image_seed
+from engine.params import MAX_PROMPT_CHARS, MAX_STEPS, ParamError, image_seed, number_field, pin_seed
 from engine.product.scenes import ProductPlacement, Scene
 from engine.profiles import Profile
 
@@ -79,8 +79,8 @@ def _canvas(raw: dict) -> tuple[str, int, int]:
         return (name, *CANVAS_FORMATS[name])
     if name != CUSTOM_FORMAT:
         raise ParamError(f"Unknown canvas format {name!r}. Choose one of {', '.join(CANVAS_FORMATS)} or custom.")
-    width = _number(raw, "width", None, "Canvas width", MIN_CANVAS_SIDE, MAX_CANVAS_SIDE)
-    height = _number(raw, "height", None, "Canvas height", MIN_CANVAS_SIDE, MAX_CANVAS_SIDE)
+    width = number_field(raw, "width", None, "Canvas width", MIN_CANVAS_SIDE, MAX_CANVAS_SIDE)
+    height = number_field(raw, "height", None, "Canvas height", MIN_CANVAS_SIDE, MAX_CANVAS_SIDE)
     if width is None or height is None:
         raise ParamError("A custom canvas needs both a width and a height in pixels.")
     return name, width, height
@@ -94,9 +94,9 @@ def _placement(raw: dict) -> dict | None:
         raise ParamError("Placement must be an object with scale, x and ground (fractions of the canvas).")
     default = ProductPlacement()
     values = {
-        "scale": _number(given, "scale", default.scale, "Product scale", 0.05, 0.95, whole=False),
-        "x": _number(given, "x", default.x, "Product position (x)", 0.0, 1.0, whole=False),
-        "ground": _number(given, "ground", default.ground, "Ground line", 0.1, 1.0, whole=False),
+        "scale": number_field(given, "scale", default.scale, "Product scale", 0.05, 0.95, whole=False),
+        "x": number_field(given, "x", default.x, "Product position (x)", 0.0, 1.0, whole=False),
+        "ground": number_field(given, "ground", default.ground, "Ground line", 0.1, 1.0, whole=False),
     }
     return asdict(ProductPlacement(**values))
 
@@ -142,21 +142,17 @@ def resolve_product(raw: dict, profile: Profile, scenes: dict[str, Scene], rng: 
         raise ParamError("Choose at least one scene, or describe your own scene.")
 
     canvas_format, width, height = _canvas(raw)
-    variants = _number(raw, "variants", 1, "Variants per scene", 1, MAX_VARIANTS)
+    variants = number_field(raw, "variants", 1, "Variants per scene", 1, MAX_VARIANTS)
     if len(chosen) * variants > MAX_IMAGES:
         raise ParamError(f"{len(chosen)} scenes × {variants} variants makes {len(chosen) * variants} pictures; "
                          f"one job makes at most {MAX_IMAGES}. Choose fewer scenes or variants.")
-    steps = _number(raw, "steps", profile.steps, "Steps", 1, MAX_STEPS)
-    guidance = _number(raw, "guidance", profile.guidance, "Guidance", 0, 30, whole=False)
-    seed_raw = raw.get("seed")
-    if seed_raw is None or seed_raw in ("", -1, "random"):
-        seed = (rng or random.SystemRandom()).randint(0, MAX_SEED)
-    else:
-        seed = _number(raw, "seed", 0, "Seed", 0, MAX_SEED)
+    steps = number_field(raw, "steps", profile.steps, "Steps", 1, MAX_STEPS)
+    guidance = number_field(raw, "guidance", profile.guidance, "Guidance", 0, 30, whole=False)
+    seed = pin_seed(raw, rng)
     controlnet = bool(raw.get("controlnet", False))
     if controlnet and "controlnet" not in profile.roles:
         raise ParamError(f"The {profile.name} profile has no ControlNet; turn off 'fit the scene to the product's edges'.")
-    control_scale = _number(raw, "control_scale", DEFAULT_CONTROL_SCALE, "ControlNet strength", 0.0, 2.0, whole=False)
+    control_scale = number_field(raw, "control_scale", DEFAULT_CONTROL_SCALE, "ControlNet strength", 0.0, 2.0, whole=False)
 
     outputs = []
     for scene_index, scene in enumerate(chosen):

@@ -1,0 +1,1 @@
+"""Game assets: seamless textures, transparent sprites and sprite sheets."""

@@ -1,0 +1,124 @@
+"""Applying LoRAs to a loaded pipeline for one job, and checking a LoRA file against the base model.
+
+Files from users are read with safetensors only (never pickle). A LoRA is loaded into the cached pipeline
+for the job that asks for it and unloaded afterwards, so the next job sees the base model unchanged.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import diffusers
+import torch
+from safetensors.torch import load_file
+
+from engine.loader import ModelUnavailableError
+
+# Suffixes of the tensors a LoRA holds per adapted layer, in the layouts diffusers converts from
+# (peft/diffusers, the older diffusers "lora.down", kohya/A1111 "lora_down", and their alphas).
+LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
+                 ".lora_down.weight", ".lora_up.weight", ".alpha", ".lora_A.bias", ".lora_B.bias")
+
+
+class LoraMismatchError(ValueError):
+    """A LoRA file that does not fit the base model; the message says what does not match."""
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """A LoRA to apply: a local safetensors file, or a hub repository and its weight file, at a weight."""
+
+    name: str  # the adapter's name while it is loaded; unique within a job
+    source: str
+    weight: float
+    weight_name: str | None = None  # the file inside a hub repository; None for a local file
+    label: str = ""  # how messages name it: the LoRA's name in the studio, or its hub id
+
+    @property
+    def title(self) -> str:
+        return self.label or self.source
+
+    def state_dict(self) -> dict[str, torch.Tensor] | str:
+        return load_file(self.source) if self.weight_name is None else self.source
+
+
+def lora_weights(loras: list[dict], file_path: Callable[[str], str]) -> list[LoraWeights]:
+    """The LoRAs of a request's ``loras`` list: files stored here (by hash, found with ``file_path``) and
+    published ones (a hub repository and weight file)."""
+    weights = []
+    for index, lora in enumerate(loras):
+        label = lora.get("name", "")
+        if lora.get("file_hash"):
+            weights.append(LoraWeights(f"lora{index}", file_path(lora["file_hash"]), lora["weight"], label=label))
+        else:
+            weights.append(LoraWeights(f"lora{index}", lora["model"], lora["weight"], lora["weight_name"], label=label))
+    return weights
+
+
+def _load(pipe: diffusers.DiffusionPipeline, lora: LoraWeights) -> None:
+    kwargs = {} if lora.weight_name is None else {"weight_name": lora.weight_name, "use_safetensors": True}
+    try:
+        pipe.load_lora_weights(lora.state_dict(), adapter_name=lora.name, **kwargs)
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"Could not load the LoRA {lora.title!r}: it is not a local file, not in the Hugging Face cache, "
+            f"and could not be downloaded ({type(exc).__name__}: {exc})") from exc
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise LoraMismatchError(f"The LoRA {lora.title!r} does not fit this base model: {_first_problem(exc)}") from exc
+
+
+def _first_problem(exc: Exception) -> str:
+    """The first of torch's "size mismatch" lines and how many there were, instead of all of them."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip().startswith("size mismatch")]
+    if not lines:
+        return str(exc)
+    more = f" (and {len(lines) - 1} more layers)" if len(lines) > 1 else ""
+    return lines[0].replace("size mismatch for ", "the layer ").replace("copying a param with", "has") + more
+
+
+@contextmanager
+def loras_applied(pipe: diffusers.DiffusionPipeline, loras: list[LoraWeights]):
+    """Load ``loras`` into ``pipe`` with their weights for the duration of the block, then unload them."""
+    if not loras:
+        yield pipe
+        return
+    try:
+        for lora in loras:
+            _load(pipe, lora)
+        pipe.set_adapters([lora.name for lora in loras], adapter_weights=[lora.weight for lora in loras])
+        yield pipe
+    finally:
+        pipe.unload_lora_weights()
+
+
+def _lora_tensor_count(modules: list[torch.nn.Module], adapter: str) -> int:
+    return sum(1 for module in modules for name, _ in module.named_parameters() if f".{adapter}." in f".{name}." and "lora_" in name)
+
+
+def check_lora(pipe: diffusers.DiffusionPipeline, path: str, label: str = "") -> dict:
+    """Load a LoRA file into ``pipe`` as a trial and check that every layer it adapts exists in the base
+    model with the same shape; return a summary, or raise LoraMismatchError saying what does not fit."""
+    state = load_file(path)
+    lora_keys = [k for k in state if k.endswith(LORA_SUFFIXES)]
+    if not lora_keys:
+        raise LoraMismatchError("The file holds no LoRA weights (no lora_A/lora_B, lora.down/lora.up or lora_down/lora_up tensors).")
+    if len(lora_keys) < len(state):
+        strays = sorted(set(state) - set(lora_keys))[:3]
+        raise LoraMismatchError(f"The file holds tensors that are not LoRA weights, e.g. {', '.join(strays)}.")
+    converted, _ = type(pipe).lora_state_dict(dict(state))
+    expected = sum(1 for k in converted if k.endswith((".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight")))
+    adapter = "studio_lora_check"
+    modules = [m for m in (getattr(pipe, name, None) for name in ("unet", "transformer", "text_encoder", "text_encoder_2")) if m is not None]
+    try:
+        _load(pipe, LoraWeights(adapter, path, 1.0, label=label))
+        loaded = _lora_tensor_count(modules, adapter)
+    finally:
+        pipe.unload_lora_weights()
+    if loaded < expected:
+        raise LoraMismatchError(
+            f"Only {loaded} of the file's {expected} LoRA matrices match layers of this base model: it was "
+            f"trained for a different architecture.")
+    targets = sorted({k.split(".")[0] for k in converted})
+    return {"tensors": len(state), "matrices": expected, "targets": targets}
