@@ -12,6 +12,7 @@ from engine.lora_request import (
     MAX_IMAGES,
     MIN_IMAGES,
     RANKS,
+    TRAINABLE_FAMILIES,
     resolve_training,
     training_resolution,
 )
@@ -99,6 +100,8 @@ class LoraClient:
                origin: str = "api") -> tuple[LoraView, JobView]:
         """Store a safetensors LoRA (checked here for format and size) and queue its check against the base model."""
         profile = self.client.profile
+        if profile.family not in TRAINABLE_FAMILIES:
+            raise InvalidRequest(f"LoRAs work with SD 1.5 and SDXL profiles; this studio runs {profile.name} ({profile.family}).")
         try:
             lora = self.library.upload(owner_id, data, filename, name, profile.name, profile.roles["base"].model, weight)
         except LoraError as exc:

@@ -62,7 +62,7 @@ def build_create_tab(services: Services) -> CreateTab:
                 style = gr.Dropdown(options.styles, value="none", label="Style", elem_id="create-style",
                                     info="Choosing a style sets its suggested size, steps and guidance.")
                 sampler = gr.Dropdown(options.samplers, value=profile.sampler, label="Sampler")
-            build_style_picker(services, style, "create-style-previews")
+            style_picker = gr.Column()
             with gr.Row():
                 aspect = gr.Dropdown([*options.aspect_ratios, CUSTOM_ASPECT], value=aspect_of(options, *profile.default_size), label="Aspect ratio")
                 count = gr.Slider(1, options.max_count, value=1, step=1, label="Images")
@@ -105,6 +105,8 @@ def build_create_tab(services: Services) -> CreateTab:
                 suggested["steps"], suggested["guidance"])
 
     style.input(on_style, style, [aspect, width, height, steps, guidance], api_visibility="private")
+    with style_picker:
+        build_style_picker(services, style, "create-style-previews", then=(on_style, style, [aspect, width, height, steps, guidance]))
 
     def on_aspect(choice: str, w: int, h: int):
         if choice == CUSTOM_ASPECT:

@@ -37,7 +37,7 @@ def build_generate_section(services: Services) -> None:
             style = gr.Dropdown(options.styles, value="pixel-art" if "pixel-art" in catalog.styles else "none",
                                 label="Art style", elem_id="game-style",
                                 info="Choosing a style sets its suggested size, steps and guidance.")
-            build_style_picker(services, style, "game-style-previews")
+            style_picker = gr.Column()
             with gr.Row():
                 transparent = gr.Checkbox(value=True, label="Transparent sprite (background removed, trimmed)",
                                           elem_id="game-transparent")
@@ -78,6 +78,8 @@ def build_generate_section(services: Services) -> None:
     shape_outputs = [width, height, steps, guidance, transparent, sheet]
     asset_type.input(on_shape, [asset_type, style], shape_outputs, api_visibility="private")
     style.input(on_shape, [asset_type, style], shape_outputs, api_visibility="private")
+    with style_picker:
+        build_style_picker(services, style, "game-style-previews", then=(on_shape, [asset_type, style], shape_outputs))
 
     def run(type_v, prompt_v, negative_v, style_v, transparent_v, sheet_v, count_v, columns_v, width_v, height_v,
             steps_v, guidance_v, seed_v, *lora_values, progress=gr.Progress()):

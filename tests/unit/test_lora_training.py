@@ -69,12 +69,17 @@ def baseline(pipe):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny, pipe, examples, baseline, tmp_path_factory):
+def training(tiny, pipe, examples, baseline, tmp_path_factory):
     trainer = LoraTrainer(pipe, request_for(tiny, steps=TRAIN_STEPS))
     steps = []
     result = trainer.train(examples, tmp_path_factory.mktemp("checkpoints"), on_step=lambda state: steps.append(state.step))
     assert steps == list(range(1, TRAIN_STEPS + 1))
-    return result
+    return trainer, result
+
+
+@pytest.fixture(scope="module")
+def trained(training):
+    return training[1]
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +128,18 @@ def test_the_lora_changes_the_picture_at_weight_one_not_at_zero_and_unloads(pipe
     assert (off == baseline).all()
     assert lora_parameters(pipe) == 0 and pipe.get_list_adapters() == {}
     assert (generate(pipe) == baseline).all()
+
+
+def test_the_loaded_file_draws_what_the_trainer_drew(pipe, training, lora_path):
+    """The file keeps the LoRA's scale: at weight 1 the base pipeline with the file loaded is the trainer's
+    own adapted pipeline."""
+    trainer, _ = training
+    for module in trainer.trained_modules.values():
+        module.eval()
+    own = generate(trainer.pipe)
+    with loras_applied(pipe, [LoraWeights("style", str(lora_path), 1.0)]):
+        loaded = generate(pipe)
+    assert np.abs(own - loaded).max() <= 1
 
 
 def test_training_the_text_encoders_too(tiny, pipe, examples, baseline, tmp_path):
@@ -185,6 +202,17 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint_and_ends_as_an_uninter
         torch.testing.assert_close(resumed_weights[key], whole_weights[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.xfail(strict=True, reason="LoraTrainer draws the LoRA's initial weights (peft's gaussian init) from "
+                                       "torch's global generator, not from request.seed")
+def test_the_same_seed_trains_the_same_lora(tiny, pipe, examples, tmp_path):
+    request = request_for(tiny, steps=10, seed=4)
+    torch.manual_seed(1)
+    first = LoraTrainer(pipe, request).train(examples, tmp_path / "first")
+    torch.manual_seed(2)  # whatever else used the global generator before this job
+    second = LoraTrainer(pipe, request).train(examples, tmp_path / "second")
+    assert first.state.losses == second.state.losses and first.weights == second.weights
+
+
 def test_an_interrupted_run_without_a_checkpoint_starts_again(tiny, pipe, examples, tmp_path):
     request = request_for(tiny, steps=20, checkpoint_every=10)
     with pytest.raises(Cancelled):
@@ -214,17 +242,21 @@ def test_check_lora_refuses_files_that_do_not_fit(pipe, lora_path, baseline, tmp
 
     renamed = {k.replace("unet.down_blocks.1.", "unet.down_blocks.7."): v for k, v in tensors.items()}
     assert sum("down_blocks.7" in k for k in renamed) > 0
-    with pytest.raises(LoraMismatchError, match=r"Only \d+ of the file's \d+ LoRA matrices match layers .*different architecture"):
+    mismatch = r"Only \d+ of the file's \d+ LoRA matrices match layers .*different architecture"
+    with pytest.raises(LoraMismatchError, match=mismatch):
         check_lora(pipe, _write(tmp_path / "renamed.safetensors", renamed))
     assert lora_parameters(pipe) == 0 and (generate(pipe) == baseline).all()
 
     everything_renamed = {k.replace("unet.", "unet.down_blocks.7.", 1): v for k, v in tensors.items()}
-    with pytest.raises(LoraMismatchError, match="does not fit this base model"):
+    with pytest.raises(LoraMismatchError, match="'Nowhere' does not fit this base model") as caught:
         check_lora(pipe, _write(tmp_path / "nowhere.safetensors", everything_renamed), label="Nowhere")
+    assert "down_blocks.7" in str(caught.value)
     assert lora_parameters(pipe) == 0 and (generate(pipe) == baseline).all()
 
-    reshaped = {k: torch.zeros(v.shape[0], v.shape[1] + 3) if k.endswith("lora_A.weight") else v for k, v in tensors.items()}
-    with pytest.raises(LoraMismatchError, match=r"'Wide' does not fit this base model: the layer .* has shape .*more layers") as caught:
+    reshaped = {k: torch.zeros(v.shape[0], v.shape[1] + 3) if k.endswith("lora_A.weight") else v
+                for k, v in tensors.items()}
+    wrong_shape = r"'Wide' does not fit this base model: the layer .* has shape .*more layers"
+    with pytest.raises(LoraMismatchError, match=wrong_shape) as caught:
         check_lora(pipe, _write(tmp_path / "wide.safetensors", reshaped), label="Wide")
     assert "size mismatch" not in str(caught.value)
     assert lora_parameters(pipe) == 0 and (generate(pipe) == baseline).all()
