@@ -6,6 +6,7 @@ for the job that asks for it and unloaded afterwards, so the next job sees the b
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -66,16 +67,26 @@ def _load(pipe: diffusers.DiffusionPipeline, lora: LoraWeights) -> None:
             f"Could not load the LoRA {lora.title!r}: it is not a local file, not in the Hugging Face cache, "
             f"and could not be downloaded ({type(exc).__name__}: {exc})") from exc
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise LoraMismatchError(f"The LoRA {lora.title!r} does not fit this base model: {_first_problem(exc)}") from exc
+        raise LoraMismatchError(f"The LoRA {lora.title!r} does not fit this base model: {_first_problem(exc, lora.name)}") from exc
 
 
-def _first_problem(exc: Exception) -> str:
-    """The first of torch's "size mismatch" lines and how many there were, instead of all of them."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip().startswith("size mismatch")]
-    if not lines:
-        return str(exc)
-    more = f" (and {len(lines) - 1} more layers)" if len(lines) > 1 else ""
-    return lines[0].replace("size mismatch for ", "the layer ").replace("copying a param with", "has") + more
+SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape (torch\.Size\(\[[^\]]*\]\)) from "
+                           r"checkpoint, the shape in current model is (torch\.Size\(\[[^\]]*\]\))")
+MAX_MESSAGE_CHARS = 300
+
+
+def _first_problem(exc: Exception, adapter: str) -> str:
+    """The first layer whose shape differs and how many more do, instead of torch's whole list; other
+    errors cut to a readable length."""
+    mismatches = SIZE_MISMATCH.findall(str(exc))
+    if not mismatches:
+        text = str(exc)
+        return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " …"
+    layer, in_file, in_model = mismatches[0]
+    layer = layer.replace(f".{adapter}.", ".")
+    shape = lambda size: size.removeprefix("torch.Size(").removesuffix(")")  # noqa: E731
+    more = f" (and {len(mismatches) - 1} more layers)" if len(mismatches) > 1 else ""
+    return f"the layer {layer} is {shape(in_file)} in the file but needs {shape(in_model)}{more}"
 
 
 @contextmanager

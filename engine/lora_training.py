@@ -144,13 +144,16 @@ class LoraTrainer:
         self.dtype = base.unet.dtype
         self.sdxl = _is_sdxl(base)
         config = LoraConfig(r=request.rank, lora_alpha=request.rank, init_lora_weights="gaussian", target_modules=UNET_TARGETS)
-        self.unet = self._adapted(base.unet, config)
+        te_config = LoraConfig(r=request.rank, lora_alpha=request.rank, init_lora_weights="gaussian", target_modules=TEXT_ENCODER_TARGETS)
         self.text_encoders: dict[str, torch.nn.Module] = {}
-        if request.train_text_encoder:
-            te_config = LoraConfig(r=request.rank, lora_alpha=request.rank, init_lora_weights="gaussian", target_modules=TEXT_ENCODER_TARGETS)
-            for name in ("text_encoder", "text_encoder_2"):
-                if getattr(base, name, None) is not None:
-                    self.text_encoders[name] = self._adapted(getattr(base, name), te_config)
+        # The LoRA's starting weights come from the request's seed, not from whatever ran before in this process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(request.seed)
+            self.unet = self._adapted(base.unet, config)
+            if request.train_text_encoder:
+                for name in ("text_encoder", "text_encoder_2"):
+                    if getattr(base, name, None) is not None:
+                        self.text_encoders[name] = self._adapted(getattr(base, name), te_config)
         self.pipe = type(base).from_pipe(base, unet=self.unet, **self.text_encoders)
         self.pipe.set_progress_bar_config(disable=True)
         self.noise_scheduler = diffusers.DDPMScheduler.from_config(base.scheduler.config)

@@ -166,8 +166,9 @@ def safetensors_keys(data: bytes) -> dict[str, dict]:
     for name, info in header.items():
         if not isinstance(info, dict) or info.get("dtype") not in SAFETENSORS_DTYPES:
             raise LoraError(f"The tensor {name!r} has no valid type; the file is damaged.")
-        begin, end = info.get("data_offsets", (-1, -1))
-        if not 0 <= begin <= end <= body:
+        offsets = info.get("data_offsets")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= body):
             raise LoraError(f"The tensor {name!r} points outside the file; the file is damaged or cut off.")
     return header
 
