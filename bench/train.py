@@ -17,12 +17,14 @@ request's (resolution: the profile's native size unless --resolution).
                 shows in "encode s" and in the text-encoder rows. The tokenizer is the tiny profile's (one
                 token per character). Meant for a GPU; on the CPU they run only with --allow-cpu, as a
                 check that the configs build and train, in bfloat16 by default (the trainer copies the
-                denoiser, and two float32 copies of SDXL's take 20.5 GB).
+                denoiser: SDXL's in float32 twice would take 20.5 GB).
 
 Per configuration (the text encoders frozen, then trained, with --compare-text-encoder, on by default for
 tiny), measured in one run with the same request otherwise:
 
   setup s     ``LoraTrainer(...)``: copying the denoiser (and text encoders), adding the LoRA, the optimizer.
+              The first row's also holds one-time costs (memory touched for the first time; the cast
+              noted below), as a worker's first training job does.
   encode s    from calling ``train`` to the first step starting: the VAE encodes the data set (the first
               call, so one-time kernel selection is in it) and, with the text encoders frozen, the captions.
   steps/s     --steps timed steps after --warmup steps: timed steps / (end of the last step - start of
@@ -40,6 +42,11 @@ tiny), measured in one run with the same request otherwise:
         [--arch tiny|sd15|sdxl] [--device auto|cpu|cuda] [--dtype auto|float32|float16|bfloat16]
         [--steps 20] [--warmup 3] [--rank 16] [--batch 1] [--resolution PX] [--[no-]compare-text-encoder]
         [--text-encoder-layers 2] [--allow-cpu] [--threads N] [--models-dir DIR]
+
+On the CPU, tiny runs on one torch thread unless --threads says otherwise (TINY_CPU_THREADS says why).
+Below the table, a note says when the trainer's frozen weights or the base pipeline's shared VAE and
+text encoders are no longer in the chosen dtype once ``LoraTrainer(...)`` has run (its ``from_pipe``
+casts them to float32), since that changes both the step time and the memory.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,20 +97,24 @@ from engine.tiny import build_tiny_profile, tiny_profile_present  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ARCHS = ("tiny", "sd15", "sdxl")
-PROFILE_OF = {"tiny": "tiny", "sd15": "sd15", "sdxl": "sdxl"}  # profiles.json entry giving the native size
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGES = 5
 TRIGGER = "benchstyle"
-# The published text encoders, as (hidden, intermediate, heads, layers, activation, projection).
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-              hidden_act="quick_gelu", projection_dim=768)
-OPENCLIP_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
-                     hidden_act="gelu", projection_dim=1280)
-# The published schedulers' configs (scheduler/scheduler_config.json); the trainer makes a DDPMScheduler of them.
-SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-SD15_SCHEDULER = dict(SD_BETAS, clip_sample=False, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
-SDXL_SCHEDULER = dict(SD_BETAS, interpolation_type="linear", prediction_type="epsilon", sample_max_value=1.0,
-                      steps_offset=1, timestep_spacing="leading", use_karras_sigmas=False)
+# The tiny denoiser's steps take milliseconds: a second thread gains little and, whenever another process
+# keeps a core busy, stalls steps for seconds (as tests/unit/test_lora_training.py notes).
+TINY_CPU_THREADS = 1
+# The published text encoders' sizes (CLIP ViT-L/14's, and OpenCLIP ViT-bigG/14's for SDXL's second).
+CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+          "hidden_act": "quick_gelu", "projection_dim": 768}
+OPENCLIP_BIGG = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
+                 "hidden_act": "gelu", "projection_dim": 1280}
+# The published schedulers' configs (scheduler/scheduler_config.json; from_config keeps the keys a class does not
+# take, as loading them does); the trainer makes a DDPMScheduler of them.
+SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+SD15_SCHEDULER = {**SD_BETAS, "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1}
+SDXL_SCHEDULER = {**SD_BETAS, "clip_sample": False, "interpolation_type": "linear", "prediction_type": "epsilon",
+                  "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+                  "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
 
 
 # --- the data set ----------------------------------------------------------------------------------------
@@ -122,9 +134,11 @@ def gradient_images(resolution: int, count: int = IMAGES, seed: int = 0) -> list
 
 # --- the pipelines ---------------------------------------------------------------------------------------
 
-def tiny_models_dir(models_dir: Path, tmp: str) -> Path:
-    """A models folder holding the whole tiny profile: ``models_dir`` if it does, else one built in ``tmp``."""
-    if tiny_profile_present(models_dir / "tiny"):
+def tiny_models_dir(models_dir: Path, tmp: str, tokenizer_only: bool) -> Path:
+    """A models folder holding the whole tiny profile (or, with ``tokenizer_only``, its tokenizer):
+    ``models_dir`` if it does, else one built in ``tmp``."""
+    if tiny_profile_present(models_dir / "tiny") or (
+            tokenizer_only and (models_dir / "tiny" / "base" / "tokenizer" / "tokenizer_config.json").is_file()):
         return models_dir
     built = Path(tmp) / "models"
     print("building the tiny profile (not timed) ...", flush=True)
@@ -140,13 +154,24 @@ def text_encoder(cls, dims: dict, layers: int, tokenizer: CLIPTokenizer):
     return cls(config)
 
 
+@contextmanager
+def default_dtype(dtype: torch.dtype):
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 def build_real(arch: str, tokenizer: CLIPTokenizer, device: str, dtype: torch.dtype, te_layers: int):
     """The SD 1.5 or SDXL pipeline with the published denoiser and VAE configs and random weights, built
-    straight on ``device`` (default initialisation, then cast to ``dtype``)."""
+    straight on ``device`` in ``dtype`` (the modules' default initialisation)."""
     unet_config = json.loads((CONFIGS / f"{arch}_unet.json").read_text())
     vae_config = json.loads((CONFIGS / f"{arch}_vae.json").read_text())
     torch.manual_seed(0)
-    with torch.device(device):  # initialised where they will train: much faster than on the CPU and moved
+    # Initialised where and as they will train: no float32 copy first (SDXL's alone is 10.3 GB).
+    with torch.device(device), default_dtype(dtype):
         unet = UNet2DConditionModel.from_config(unet_config).to(dtype)
         vae = AutoencoderKL.from_config(vae_config).to(dtype)
         text_encoder_1 = text_encoder(CLIPTextModel, CLIP_L, te_layers, tokenizer).to(dtype)
@@ -156,16 +181,23 @@ def build_real(arch: str, tokenizer: CLIPTokenizer, device: str, dtype: torch.dt
     if arch == "sd15":
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder_1, tokenizer=tokenizer, unet=unet,
-            scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
+            scheduler=PNDMScheduler.from_config(SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False,
         )
     else:
         pipe = StableDiffusionXLPipeline(
             vae=vae, text_encoder=text_encoder_1, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+            tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def text_encoder_depth(arch: str, layers: int) -> str:
+    published = (CLIP_L["num_hidden_layers"],) + ((OPENCLIP_BIGG["num_hidden_layers"],) if arch == "sdxl" else ())
+    if not layers:
+        return f"the published {' and '.join(map(str, published))} layers"
+    return f"{layers} layers{' each' if arch == 'sdxl' else ''}, not {' and '.join(map(str, published))}"
 
 
 def parameters(module) -> int:
@@ -179,7 +211,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_config(base, profile, examples, args, device: str, train_text_encoder: bool, tmp: str) -> dict:
+def training_request(args, profile, train_text_encoder: bool):
+    """The request as the studio resolves it (its checks included), at --resolution when given."""
     raw = {"lora_id": "bench", "trigger": TRIGGER, "rank": args.rank, "batch_size": args.batch, "seed": 0,
            "steps": max(10, args.warmup + args.steps), "train_text_encoder": train_text_encoder,
            "sample_every": 0, "checkpoint_every": MAX_TRAIN_STEPS}
@@ -187,7 +220,12 @@ def run_config(base, profile, examples, args, device: str, train_text_encoder: b
         request = resolve_training(raw, profile)
     except ParamError as exc:
         sys.exit(str(exc))
-    request.resolution = args.resolution
+    request.resolution = args.resolution or request.resolution
+    return request
+
+
+def run_config(base, profile, examples, args, device: str, train_text_encoder: bool, tmp: str) -> dict:
+    request = training_request(args, profile, train_text_encoder)
     total = args.warmup + args.steps
     starts: list[float] = []
     ends: list[float] = []
@@ -214,6 +252,10 @@ def run_config(base, profile, examples, args, device: str, train_text_encoder: b
     trainer = LoraTrainer(base, request)
     sync(device)
     built = time.perf_counter()
+    # The dtypes the steps really run with: the trainer's frozen denoiser weights, and the base's VAE and
+    # text encoder (which the trainer's pipeline shares with it).
+    frozen = next(p.dtype for name, p in trainer.unet.named_parameters() if "lora_" not in name)
+    dtypes = {"trainer UNet": frozen, "base VAE": base.vae.dtype, "base text encoder": base.text_encoder.dtype}
     try:
         trainer.train(examples, Path(tmp) / f"run-{int(train_text_encoder)}", on_step=on_step, should_cancel=should_cancel)
     except Cancelled:
@@ -240,8 +282,10 @@ def run_config(base, profile, examples, args, device: str, train_text_encoder: b
         "step_s": [end - begin for begin, end in zip(starts[args.warmup:], ends[args.warmup:])],
         "checkpoint_s": checkpoint_s, "final_loss": state.losses[-1],
         "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
+        "dtypes": {name: str(value).removeprefix("torch.") for name, value in dtypes.items()},
     }
-    del trainer, state, last_state
+    del trainer, state
+    last_state.clear()
     gc.collect()
     return result
 
@@ -283,10 +327,17 @@ def report(arch: str, device: str, dtype_name: str, rows: list[dict], args) -> N
     if len(rows) == 2:
         frozen, trained = rows
         ratio = trained["steps_per_s"] / frozen["steps_per_s"]
+        median_ratio = statistics.median(trained["step_s"]) / statistics.median(frozen["step_s"])
         note = "" if arch == "tiny" or args.text_encoder_layers == 0 else (
-            f" (text encoders cut to {args.text_encoder_layers} layers: the real ones cost more)")
-        print(f"  with text encoder training vs without: {ratio:.3f}x the steps/s ({1 / ratio:.3f}x the time per step), "
-              f"{trained['lora_params'] / frozen['lora_params']:.3f}x the LoRA parameters{note}")
+            f"; text encoders cut to {args.text_encoder_layers} layers: the real ones cost more")
+        print(f"  with text encoder training vs without: {ratio:.3f}x the steps/s ({1 / ratio:.3f}x the time per "
+              f"step; median step {median_ratio:.3f}x as long), {trained['lora_params'] / frozen['lora_params']:.3f}x "
+              f"the LoRA parameters{note}")
+    changed = {name: value for name, value in rows[0]["dtypes"].items() if value != dtype_name}
+    if changed:
+        print("  note: after LoraTrainer(...), " + ", ".join(f"{name} weights are {value}" for name, value in changed.items())
+              + f", not {dtype_name}: its from_pipe(...) without a dtype casts the trainer's pipeline, and the "
+              "modules it shares with the base pipeline, to float32 (the steps run under autocast all the same)")
     if not device.startswith("cuda"):
         print(f"  process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
 
@@ -309,7 +360,8 @@ def main() -> None:
     cli.add_argument("--text-encoder-layers", type=int, default=2,
                      help="layers of the sd15/sdxl text encoders (default 2; 0 = the real 12 and 32)")
     cli.add_argument("--allow-cpu", action="store_true", help="let sd15/sdxl run on the CPU (very slow)")
-    cli.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    cli.add_argument("--threads", type=int,
+                     help=f"torch threads (default: {TINY_CPU_THREADS} for tiny on the CPU, else torch's own choice)")
     cli.add_argument("--models-dir", type=Path,
                      help="a models folder holding tiny/ (default data/models, else the tiny profile is built "
                           "into a temporary folder)")
@@ -320,8 +372,6 @@ def main() -> None:
         sys.exit(f"--warmup + --steps must be at most {MAX_TRAIN_STEPS}")
     if args.text_encoder_layers < 0:
         sys.exit("--text-encoder-layers must be 0 (the real depth) or more")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
@@ -342,10 +392,13 @@ def main() -> None:
         dtype = DTYPES[args.dtype]
     args.dtype_name = str(dtype).removeprefix("torch.")
     compare = args.arch == "tiny" if args.compare_text_encoder is None else args.compare_text_encoder
+    if args.threads or (not real and not device.startswith("cuda")):
+        torch.set_num_threads(args.threads or TINY_CPU_THREADS)
 
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as tmp:
-        models_dir = tiny_models_dir(args.models_dir or ROOT / "data" / "models", tmp)
-        profile = load_profiles(models_dir=models_dir)[PROFILE_OF[args.arch]]
+        models_dir = tiny_models_dir(args.models_dir or ROOT / "data" / "models", tmp, tokenizer_only=real)
+        profile = load_profiles(models_dir=models_dir)[args.arch]
+        training_request(args, profile, False)  # refuse a bad rank or batch size before building anything
         start = time.perf_counter()
         if real:
             tokenizer = CLIPTokenizer.from_pretrained(str(models_dir / "tiny" / "base"), subfolder="tokenizer")
@@ -366,7 +419,7 @@ def main() -> None:
               f"{args.dtype_name}; UNet {parameters(base.unet):,} parameters, VAE {parameters(base.vae):,} "
               f"(scaling {base.vae.config.scaling_factor}), text encoders "
               + " + ".join(f"{n:,}" for n in te if n) + (
-                  f" ({args.text_encoder_layers or 'real'} layers each)" if real else ""), flush=True)
+                  f" ({text_encoder_depth(args.arch, args.text_encoder_layers)})" if real else ""), flush=True)
         print(f"training: {IMAGES} gradient pictures at {args.resolution} px, rank {args.rank}, batch {args.batch}, "
               f"{args.warmup} warm-up + {args.steps} timed steps, no samples, no checkpoints while timed; "
               f"text encoders {'frozen, then trained' if compare else 'frozen'}", flush=True)

@@ -75,7 +75,9 @@ class PipelineCache:
         return self._loaded[key]
 
     def _derived(self, key: tuple, build, unavailable: str) -> diffusers.DiffusionPipeline:
-        """A pipeline made from loaded ones with ``from_pipe``: it shares their weights and loads nothing."""
+        """A pipeline made from loaded ones with ``from_pipe``: it shares their weights and loads nothing.
+        ``build`` passes the placement's dtype: ``from_pipe`` casts the shared modules, in place, to the
+        dtype it is given (float32 when none is), which would change the loaded pipelines too."""
         key = (*key, str(self.placement.dtype), self.placement.device)
         if key not in self._loaded:
             try:
@@ -89,7 +91,7 @@ class PipelineCache:
     def image_to_image(self, profile: Profile) -> diffusers.DiffusionPipeline:
         """The base model as an image-to-image pipeline, sharing the base's loaded components."""
         return self._derived(("base:img2img", profile.roles["base"].model),
-                             lambda: diffusers.AutoPipelineForImage2Image.from_pipe(self.pipeline(profile, "base")),
+                             lambda: diffusers.AutoPipelineForImage2Image.from_pipe(self.pipeline(profile, "base"), dtype=self.placement.dtype),
                              f"The {profile.name} profile's base model has no image-to-image pipeline.")
 
     def inpainting(self, profile: Profile, controlnet: bool = False) -> diffusers.DiffusionPipeline:
@@ -100,14 +102,15 @@ class PipelineCache:
             pipe = self.pipeline(profile, "inpaint")
         else:
             pipe = self._derived(("base:inpaint", profile.roles["base"].model),
-                                 lambda: diffusers.AutoPipelineForInpainting.from_pipe(self.pipeline(profile, "base")),
+                                 lambda: diffusers.AutoPipelineForInpainting.from_pipe(self.pipeline(profile, "base"), dtype=self.placement.dtype),
                                  f"The {profile.name} profile's base model has no inpainting pipeline.")
         if not controlnet:
             return pipe
         if "controlnet" not in profile.roles:
             raise ModelUnavailableError(f"The {profile.name} profile has no ControlNet.")
         return self._derived((f"{role}:inpaint+controlnet", profile.roles[role].model, profile.roles["controlnet"].model),
-                             lambda: diffusers.AutoPipelineForInpainting.from_pipe(pipe, controlnet=self.pipeline(profile, "controlnet")),
+                             lambda: diffusers.AutoPipelineForInpainting.from_pipe(pipe, controlnet=self.pipeline(profile, "controlnet"),
+                                                                                   dtype=self.placement.dtype),
                              f"The {profile.name} profile's inpainting model cannot take a ControlNet.")
 
     def segmenter(self, profile: Profile):

@@ -154,7 +154,9 @@ class LoraTrainer:
                 for name in ("text_encoder", "text_encoder_2"):
                     if getattr(base, name, None) is not None:
                         self.text_encoders[name] = self._adapted(getattr(base, name), te_config)
-        self.pipe = type(base).from_pipe(base, unet=self.unet, **self.text_encoders)
+        # The constructor, not from_pipe: from_pipe casts every shared module (the base's VAE and text
+        # encoders too) to the dtype it is given, and the trained copies hold float32 LoRA weights.
+        self.pipe = type(base)(**{**base.components, "unet": self.unet, **self.text_encoders})
         self.pipe.set_progress_bar_config(disable=True)
         self.noise_scheduler = diffusers.DDPMScheduler.from_config(base.scheduler.config)
         self.parameters = [p for m in self.trained_modules.values() for p in m.parameters() if p.requires_grad]

@@ -14,6 +14,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from engine.cascade import Cancelled
+from engine.loader import PipelineCache, Placement
 from engine.lora import LoraMismatchError, LoraWeights, check_lora, loras_applied
 from engine.lora_request import DEFAULT_RANK, DEFAULT_STEPS, resolve_training
 from engine.lora_training import LoraTrainer, TrainingExample, prepare_image
@@ -306,3 +307,18 @@ def test_resolve_training_defaults(tiny):
 def test_resolve_training_refuses_bad_settings(tiny, field, value, message):
     with pytest.raises(ParamError, match=message):
         resolve_training({"lora_id": "abc", field: value}, tiny)
+
+
+def test_training_in_half_precision_leaves_the_cached_pipelines_as_they_were(tiny, examples, tmp_path):
+    """The trainer and the derived pipelines (image-to-image, inpainting) share the base's modules: none of
+    them may cast those to another dtype, or the next job on the worker fails with a dtype mismatch."""
+    cache = PipelineCache(Placement(device="cpu", dtype=torch.bfloat16))
+    base = cache.pipeline(tiny, "base")
+    request = request_for(tiny, steps=10, sample_every=5)
+    result = LoraTrainer(base, request).train(examples, tmp_path)
+    assert np.isfinite(result.state.losses).all() and result.state.sampled == [5, 10]
+    cache.image_to_image(tiny)
+    cache.inpainting(tiny)
+    assert {m.dtype for m in (base.unet, base.vae, base.text_encoder, base.text_encoder_2)} == {torch.bfloat16}
+    with torch.no_grad():
+        assert base("a red flower", num_inference_steps=2, width=64, height=64).images[0].size == (64, 64)
