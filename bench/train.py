@@ -23,8 +23,8 @@ Per configuration (the text encoders frozen, then trained, with --compare-text-e
 tiny), measured in one run with the same request otherwise:
 
   setup s     ``LoraTrainer(...)``: copying the denoiser (and text encoders), adding the LoRA, the optimizer.
-              The first row's also holds one-time costs (memory touched for the first time; the cast
-              noted below), as a worker's first training job does.
+              The first row's also holds one-time costs (memory touched for the first time), as a
+              worker's first training job does.
   encode s    from calling ``train`` to the first step starting: the VAE encodes the data set (the first
               call, so one-time kernel selection is in it) and, with the text encoders frozen, the captions.
   steps/s     --steps timed steps after --warmup steps: timed steps / (end of the last step - start of
@@ -44,9 +44,6 @@ tiny), measured in one run with the same request otherwise:
         [--text-encoder-layers 2] [--allow-cpu] [--threads N] [--models-dir DIR]
 
 On the CPU, tiny runs on one torch thread unless --threads says otherwise (TINY_CPU_THREADS says why).
-Below the table, a note says when the trainer's frozen weights or the base pipeline's shared VAE and
-text encoders are no longer in the chosen dtype once ``LoraTrainer(...)`` has run (its ``from_pipe``
-casts them to float32), since that changes both the step time and the memory.
 """
 
 from __future__ import annotations
@@ -252,10 +249,6 @@ def run_config(base, profile, examples, args, device: str, train_text_encoder: b
     trainer = LoraTrainer(base, request)
     sync(device)
     built = time.perf_counter()
-    # The dtypes the steps really run with: the trainer's frozen denoiser weights, and the base's VAE and
-    # text encoder (which the trainer's pipeline shares with it).
-    frozen = next(p.dtype for name, p in trainer.unet.named_parameters() if "lora_" not in name)
-    dtypes = {"trainer UNet": frozen, "base VAE": base.vae.dtype, "base text encoder": base.text_encoder.dtype}
     try:
         trainer.train(examples, Path(tmp) / f"run-{int(train_text_encoder)}", on_step=on_step, should_cancel=should_cancel)
     except Cancelled:
@@ -282,7 +275,6 @@ def run_config(base, profile, examples, args, device: str, train_text_encoder: b
         "step_s": [end - begin for begin, end in zip(starts[args.warmup:], ends[args.warmup:])],
         "checkpoint_s": checkpoint_s, "final_loss": state.losses[-1],
         "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
-        "dtypes": {name: str(value).removeprefix("torch.") for name, value in dtypes.items()},
     }
     del trainer, state
     last_state.clear()
@@ -333,11 +325,6 @@ def report(arch: str, device: str, dtype_name: str, rows: list[dict], args) -> N
         print(f"  with text encoder training vs without: {ratio:.3f}x the steps/s ({1 / ratio:.3f}x the time per "
               f"step; median step {median_ratio:.3f}x as long), {trained['lora_params'] / frozen['lora_params']:.3f}x "
               f"the LoRA parameters{note}")
-    changed = {name: value for name, value in rows[0]["dtypes"].items() if value != dtype_name}
-    if changed:
-        print("  note: after LoraTrainer(...), " + ", ".join(f"{name} weights are {value}" for name, value in changed.items())
-              + f", not {dtype_name}: its from_pipe(...) without a dtype casts the trainer's pipeline, and the "
-              "modules it shares with the base pipeline, to float32 (the steps run under autocast all the same)")
     if not device.startswith("cuda"):
         print(f"  process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
 
