@@ -51,6 +51,8 @@ def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
     now = utcnow()
     if job.cancel_requested:
         job.state, job.stage, job.finished_at = JobState.CANCELLED, "cancelled", now
+        # Cancelled while its worker was down: nothing runs again to say how it ended.
+        release_loras(session, job.id, "Cancelled before it finished.")
         session.commit()
         return None
     job.state, job.worker, job.attempts = JobState.RUNNING, worker, job.attempts + 1
@@ -78,7 +80,17 @@ def finish_job(session: Session, job_id: str, state: str, stage: str, error: str
     if state == JobState.SUCCEEDED:
         values["progress"] = 1.0
     session.execute(update(Job).where(Job.id == job_id).values(**values))
+    if state != JobState.SUCCEEDED:
+        # A train or check job that ended before its task could record the outcome (a worker without the
+        # profile, a base model that does not load) would otherwise leave its LoRA busy for ever.
+        release_loras(session, job_id, error or stage)
     session.commit()
+
+
+def release_loras(session: Session, job_id: str, note: str) -> None:
+    """Mark failed a LoRA that still waits on this (ending) job; its train or check task has not said how."""
+    session.execute(update(TrainedModel).where(TrainedModel.job_id == job_id, TrainedModel.state.in_(LoraState.BUSY))
+                    .values(state=LoraState.FAILED, state_note=note, updated_at=utcnow()))
 
 
 def request_cancel(session: Session, job: Job) -> Job:
@@ -89,8 +101,7 @@ def request_cancel(session: Session, job: Job) -> Job:
     if job.state == JobState.QUEUED:
         job.state, job.stage, job.finished_at = JobState.CANCELLED, "cancelled", utcnow()
         # A LoRA waiting on this job would otherwise say "training" for ever.
-        session.execute(update(TrainedModel).where(TrainedModel.job_id == job.id, TrainedModel.state.in_(LoraState.BUSY))
-                        .values(state=LoraState.FAILED, state_note="Cancelled before it started."))
+        release_loras(session, job.id, "Cancelled before it started.")
     session.commit()
     return job
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +41,9 @@ def studio_env(data_dir: Path, models_dir: Path, **extra: str) -> dict[str, str]
         STUDIO_DATA_DIR=str(data_dir), STUDIO_MODELS_DIR=str(models_dir), STUDIO_PROFILE="tiny",
         HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(data_dir / "gradio-tmp"),
         PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", STUDIO_WORKER_HEARTBEAT_S="1",
+        # The tiny models gain nothing from more torch threads, and two on two cores stall small steps for
+        # seconds whenever the test process or the browser keeps a core busy.
+        OMP_NUM_THREADS="1",
     )
     env.update(extra)
     return env
@@ -179,3 +185,21 @@ class PostgresServer:
     def stop(self) -> None:
         subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"]),
                        capture_output=True)
+
+
+# A coloured rectangle per picture, at its own place and size, on a light background: no two alike (the
+# training-image check calls pictures within 4 bits of difference hash duplicates).
+TRAINING_BOXES = [((10, 10, 50, 50), (200, 40, 40)), ((40, 30, 90, 85), (40, 160, 60)), ((5, 55, 60, 92), (40, 70, 200)),
+                  ((55, 5, 92, 40), (220, 180, 30)), ((25, 20, 70, 80), (150, 40, 170)), ((8, 30, 88, 60), (30, 170, 180))]
+
+
+def training_pngs(count: int = 6) -> list[tuple[str, bytes]]:
+    """``count`` (at most 6) distinct 96 px pictures in one "style", as (file name, PNG bytes)."""
+    files = []
+    for index, (box, colour) in enumerate(TRAINING_BOXES[:count]):
+        image = Image.new("RGB", (96, 96), (235, 232, 225))
+        ImageDraw.Draw(image).rectangle(box, fill=colour)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        files.append((f"style-{index}.png", buffer.getvalue()))
+    return files

@@ -129,7 +129,9 @@ def _verdict_table(verdicts) -> pd.DataFrame:
 def _curve_frame(curve) -> pd.DataFrame:
     rows = [{"step": s, "loss": loss, "series": "loss"} for s, loss, _ in curve]
     rows += [{"step": s, "loss": smooth, "series": "smoothed"} for s, _, smooth in curve]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    # Typed even when empty: the plot keeps the axis types of its first value, and an empty frame's object
+    # columns would make both axes discrete.
+    return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64", "series": "str"})
 
 
 def build_training_section(services: Services) -> None:

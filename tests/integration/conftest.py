@@ -102,5 +102,3 @@ def own_studio(tmp_path, models_dir):
     studio = make_studio(tmp_path, models_dir)
     yield studio
     studio.stop()
-
-

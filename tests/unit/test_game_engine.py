@@ -24,15 +24,6 @@ from engine.styles import load_styles
 FIGURE = (140, 20, 20)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and two threads on two cores slow each step down by orders
-    of magnitude whenever another process keeps one core busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def styles():
