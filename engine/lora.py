@@ -104,8 +104,19 @@ def loras_applied(pipe: diffusers.DiffusionPipeline, loras: list[LoraWeights]):
         pipe.unload_lora_weights()
 
 
-def _lora_tensor_count(modules: list[torch.nn.Module], adapter: str) -> int:
-    return sum(1 for module in modules for name, _ in module.named_parameters() if f".{adapter}." in f".{name}." and "lora_" in name)
+MATRIX_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight")
+ADAPTED_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
+
+
+def _adapted_matrices(pipe: diffusers.DiffusionPipeline, adapter: str) -> set[str]:
+    """``component.layer.lora_A``-style names of the LoRA matrices ``adapter`` put into the pipeline."""
+    found = set()
+    for component in ADAPTED_COMPONENTS:
+        module = getattr(pipe, component, None)
+        for name, _ in module.named_parameters() if module is not None else ():
+            if f".{adapter}." in name and ".lora_" in name:
+                found.add(f"{component}.{name.replace(f'.{adapter}', '').removesuffix('.weight')}")
+    return found
 
 
 def check_lora(pipe: diffusers.DiffusionPipeline, path: str, label: str = "") -> dict:
@@ -119,17 +130,20 @@ def check_lora(pipe: diffusers.DiffusionPipeline, path: str, label: str = "") ->
         strays = sorted(set(state) - set(lora_keys))[:3]
         raise LoraMismatchError(f"The file holds tensors that are not LoRA weights, e.g. {', '.join(strays)}.")
     converted, _ = type(pipe).lora_state_dict(dict(state))
-    expected = sum(1 for k in converted if k.endswith((".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight")))
+    # In peft's naming (lora.down/up are lora_A/B), as the loaded parameters are named.
+    expected = {k.removesuffix(".weight").replace(".lora.down", ".lora_A").replace(".lora.up", ".lora_B")
+                for k in converted if k.endswith(MATRIX_SUFFIXES)}
     adapter = "studio_lora_check"
-    modules = [m for m in (getattr(pipe, name, None) for name in ("unet", "transformer", "text_encoder", "text_encoder_2")) if m is not None]
     try:
         _load(pipe, LoraWeights(adapter, path, 1.0, label=label))
-        loaded = _lora_tensor_count(modules, adapter)
+        loaded = _adapted_matrices(pipe, adapter)
     finally:
         pipe.unload_lora_weights()
-    if loaded < expected:
+    unmatched = sorted(expected - loaded)
+    if unmatched:
+        layer = unmatched[0].rsplit(".lora_", 1)[0]
         raise LoraMismatchError(
-            f"Only {loaded} of the file's {expected} LoRA matrices match layers of this base model: it was "
-            f"trained for a different architecture.")
+            f"Only {len(expected) - len(unmatched)} of the file's {len(expected)} LoRA matrices match layers of this "
+            f"base model (it has no layer {layer}, for one): it was trained for a different architecture.")
     targets = sorted({k.split(".")[0] for k in converted})
-    return {"tensors": len(state), "matrices": expected, "targets": targets}
+    return {"tensors": len(state), "matrices": len(expected), "targets": targets}

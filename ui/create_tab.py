@@ -117,12 +117,14 @@ def build_create_tab(services: Services) -> CreateTab:
 
     aspect.input(on_aspect, [aspect, width, height], [width, height], api_visibility="private")
 
+    # The LoRA slots are named parameters with defaults, so API callers of /generate may leave them out.
     def run(prompt_v, negative_v, style_v, _aspect, width_v, height_v, count_v, steps_v, guidance_v, sampler_v,
-            seed_v, stages_v, keep_v, *lora_values, progress=gr.Progress()):
+            seed_v, stages_v, keep_v, lora_1=None, weight_1=1.0, lora_2=None, weight_2=1.0, lora_3=None, weight_3=1.0,
+            progress=gr.Progress()):
         raw = dict(prompt=prompt_v, negative_prompt=negative_v, style=style_v, width=width_v, height=height_v,
                    count=count_v, steps=steps_v, guidance=guidance_v, sampler=sampler_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v,
-                   loras=LoraPicker.request(lora_values))
+                   loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
         try:
             job = services.client.submit(services.owner_id, "generate", raw, origin="create")
         except (InvalidRequest, QueueUnavailable) as exc:

@@ -82,11 +82,12 @@ def build_generate_section(services: Services) -> None:
         build_style_picker(services, style, "game-style-previews", then=(on_shape, [asset_type, style], shape_outputs))
 
     def run(type_v, prompt_v, negative_v, style_v, transparent_v, sheet_v, count_v, columns_v, width_v, height_v,
-            steps_v, guidance_v, seed_v, *lora_values, progress=gr.Progress()):
+            steps_v, guidance_v, seed_v, lora_1=None, weight_1=1.0, lora_2=None, weight_2=1.0, lora_3=None,
+            weight_3=1.0, progress=gr.Progress()):
         raw = dict(asset_type=type_v, prompt=prompt_v, negative_prompt=negative_v, style=style_v,
                    transparent=transparent_v, sprite_sheet=sheet_v, count=count_v, sheet_columns=columns_v,
                    width=width_v, height=height_v, steps=steps_v, guidance=guidance_v,
-                   seed=None if seed_v is None or seed_v < 0 else seed_v, loras=LoraPicker.request(lora_values))
+                   seed=None if seed_v is None or seed_v < 0 else seed_v, loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
         try:
             job = services.client.submit(services.owner_id, "game_asset", raw, origin="game")
         except (InvalidRequest, QueueUnavailable) as exc:

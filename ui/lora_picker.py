@@ -8,6 +8,7 @@ import gradio as gr
 
 from ui.services import Services
 
+# The Create and Game assets tabs' handlers name one (lora, weight) parameter pair per slot.
 SLOTS = 3
 
 

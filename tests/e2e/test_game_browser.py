@@ -42,7 +42,9 @@ def test_generate_transparent_sprites_and_a_sprite_sheet(page, studio):
     page.locator("#game-sheet input[type=checkbox]").check()
     set_number(page, "game-count", 3)
     page.get_by_text("Size, steps and seed").click()
+    expect(page.locator("#game-steps input[type=number]")).to_be_visible()
     set_number(page, "game-steps", 2)
+    expect(page.locator("#game-steps input[type=number]")).to_have_value("2")
     page.locator("#game-generate").click()
 
     expect(page.locator("#game-status")).to_contain_text("Done: 4 asset(s)", timeout=UI_TIMEOUT_MS)
