@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from storage import repo
-from storage.models import JobState
-from tasks.client import FormOptions, InvalidRequest, QueueUnavailable
+from tasks.client import FormOptions
 from ui.asset_panel import caption, wire_selection
-from ui.jobs import wait_for_job, warn_if_no_worker
+from ui.jobs import follow_job
 from ui.lora_picker import LoraPicker, build_lora_picker
 from ui.services import Services, banner
 from ui.style_picker import build_style_picker
@@ -125,26 +124,16 @@ def build_create_tab(services: Services) -> CreateTab:
                    count=count_v, steps=steps_v, guidance=guidance_v, sampler=sampler_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v,
                    loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
-        try:
-            job = services.client.submit(services.owner_id, "generate", raw, origin="create")
-        except (InvalidRequest, QueueUnavailable) as exc:
-            raise gr.Error(str(exc)) from exc
-        warn_if_no_worker(services)
-        seed_text = f"seed {job.params['seed']}"
-        yield job.id, [], [], f"Queued ({seed_text}) · job `{job.id}`"
-        job = wait_for_job(services, job, progress)
-        if job.state == JobState.CANCELLED:
-            yield None, [], [], "Cancelled."
+        job = yield from follow_job(services, "generate", raw, "create", progress, "Generation",
+                                    lambda job_id, status: (job_id, [], [], status))
+        if job is None:
             return
-        if job.state == JobState.FAILED:
-            yield None, [], [], f"**Failed:** {job.error}"
-            raise gr.Error(f"Generation failed: {job.error}")
         with services.db.session() as session:
             assets = repo.job_assets(session, job.id, services.owner_id)
         images = [(str(services.asset_path(a)), caption(services, a)) for a in assets]
         final = [a for a in assets if a.stage == "final"]
         kept = f" (+{len(assets) - len(final)} stage images)" if len(assets) > len(final) else ""
-        summary = f"Done: {len(final)} image(s), {final[0].width}×{final[0].height} px, {seed_text}{kept}."
+        summary = f"Done: {len(final)} image(s), {final[0].width}×{final[0].height} px, seed {job.params['seed']}{kept}."
         yield None, images, [a.id for a in assets], summary
 
     run_button.click(

@@ -14,7 +14,7 @@ from storage.loras import LoraError
 from storage.models import JobState, LoraState
 from tasks.client import InvalidRequest, QueueUnavailable
 from ui.asset_panel import wire_selection
-from ui.jobs import wait_for_job, warn_if_no_worker
+from ui.jobs import follow_job, wait_for_job, warn_if_no_worker
 from ui.lora_picker import LoraPicker, build_lora_picker
 from ui.services import Services, banner
 from ui.style_picker import build_style_picker
@@ -88,19 +88,10 @@ def build_generate_section(services: Services) -> None:
                    transparent=transparent_v, sprite_sheet=sheet_v, count=count_v, sheet_columns=columns_v,
                    width=width_v, height=height_v, steps=steps_v, guidance=guidance_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
-        try:
-            job = services.client.submit(services.owner_id, "game_asset", raw, origin="game")
-        except (InvalidRequest, QueueUnavailable) as exc:
-            raise gr.Error(str(exc)) from exc
-        warn_if_no_worker(services)
-        yield job.id, [], [], f"Queued (seed {job.params['seed']}) · job `{job.id}`"
-        job = wait_for_job(services, job, progress)
-        if job.state == JobState.CANCELLED:
-            yield None, [], [], "Cancelled."
+        job = yield from follow_job(services, "game_asset", raw, "game", progress, "Asset generation",
+                                    lambda job_id, status: (job_id, [], [], status))
+        if job is None:
             return
-        if job.state == JobState.FAILED:
-            yield None, [], [], f"**Failed:** {job.error}"
-            raise gr.Error(f"Asset generation failed: {job.error}")
         with services.db.session() as session:
             assets = [a for a in repo.job_assets(session, job.id, services.owner_id) if a.stage == "final"]
         items = []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Callable, Generator
 
 import gradio as gr
 
-from tasks.client import JobView
+from storage.models import JobState
+from tasks.client import InvalidRequest, JobView, QueueUnavailable
 from ui.services import Services
 
 POLL_SECONDS = 0.1
@@ -24,3 +26,24 @@ def wait_for_job(services: Services, job: JobView, progress: gr.Progress) -> Job
 def warn_if_no_worker(services: Services, what: str = "job") -> None:
     if not services.client.health()["workers"]:
         gr.Warning(f"No worker is online: the {what} waits in the queue until one starts (python app.py worker).")
+
+
+def follow_job(services: Services, kind: str, raw: dict, origin: str, progress: gr.Progress, what: str,
+               outputs: Callable[[str | None, str], tuple]) -> Generator[tuple, None, JobView | None]:
+    """Submit a job and follow it: yields ``outputs(job_id, status)`` while it is queued and when it ends
+    without results; returns the succeeded job, or None when it was cancelled. A refused request or a
+    failed job raises the message as a gr.Error."""
+    try:
+        job = services.client.submit(services.owner_id, kind, raw, origin=origin)
+    except (InvalidRequest, QueueUnavailable) as exc:
+        raise gr.Error(str(exc)) from exc
+    warn_if_no_worker(services)
+    yield outputs(job.id, f"Queued (seed {job.params['seed']}) · job `{job.id}`")
+    job = wait_for_job(services, job, progress)
+    if job.state == JobState.CANCELLED:
+        yield outputs(None, "Cancelled.")
+        return None
+    if job.state == JobState.FAILED:
+        yield outputs(None, f"**Failed:** {job.error}")
+        raise gr.Error(f"{what} failed: {job.error}")
+    return job

@@ -3,6 +3,7 @@ import torch
 
 from engine.loader import PipelineCache, Placement
 from engine.profiles import load_profiles
+from storage.db import Database
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +25,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A fresh migrated SQLite database."""
+    database = Database(f"sqlite:///{tmp_path / 'studio.sqlite'}")
+    database.migrate()
+    yield database
+    database.dispose()

@@ -12,7 +12,6 @@ from PIL import Image, ImageDraw
 from safetensors.numpy import save as save_numpy
 
 from storage import repo
-from storage.db import Database
 from storage.files import FileStore
 from storage.loras import LoraError, LoraLibrary, attach_job, check_training_images, safetensors_keys
 from storage.models import LoraState, Material
@@ -158,14 +157,6 @@ def test_malformed_data_offsets_are_refused_as_damaged(offsets):
 
 
 # --- the library --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'studio.sqlite'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

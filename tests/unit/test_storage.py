@@ -5,18 +5,9 @@ import pytest
 from PIL import Image
 
 from storage import repo
-from storage.db import Database
 from storage.files import FileStore
 from storage.models import JobState
 from storage.pngmeta import png_with_params, read_params
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'studio.sqlite'}")
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
