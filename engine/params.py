@@ -101,6 +101,17 @@ def style_size(style: Style, profile: Profile, aspect: str | None = None) -> tup
     return clamp(width), clamp(height)
 
 
+def style_defaults(style: Style, profile: Profile, aspect: str | None = None) -> dict:
+    """What a style suggests on this profile (at another aspect when given): width, height, steps and
+    guidance; the profile's own defaults where the style (or "none") suggests nothing."""
+    if style.name == "none" and aspect is None:
+        width, height = profile.default_size
+    else:
+        width, height = style_size(style, profile, aspect)
+    return {"width": width, "height": height, "steps": style.steps or profile.steps,
+            "guidance": profile.guidance if style.guidance is None else style.guidance}
+
+
 def resolve_loras(raw_loras, profile: Profile, style: Style) -> list[dict]:
     """The LoRAs a request names (``[{"lora_id", "weight"}]``, checked against the owner's models when the
     job is prepared) and the style's own LoRA for this profile."""
@@ -186,9 +197,9 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     full_prompt, full_negative = style.apply(prompt, negative)
 
     # Unset fields take the style's suggestions (size, steps, guidance), then the profile's defaults.
-    default_size = style_size(style, profile) if style.name != "none" else profile.default_size
-    width = number_field(raw, "width", default_size[0], "Width", 1, 100_000)
-    height = number_field(raw, "height", default_size[1], "Height", 1, 100_000)
+    suggested = style_defaults(style, profile)
+    width = number_field(raw, "width", suggested["width"], "Width", 1, 100_000)
+    height = number_field(raw, "height", suggested["height"], "Height", 1, 100_000)
     for name, value in (("Width", width), ("Height", height)):
         if value % 8:
             raise ParamError(f"{name} {value} px is not a multiple of 8.")
@@ -198,8 +209,8 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
                 f"{profile.min_size}-{profile.max_size} px."
             )
     count = number_field(raw, "count", 1, "Image count", 1, MAX_COUNT)
-    steps = number_field(raw, "steps", style.steps or profile.steps, "Steps", 1, MAX_STEPS)
-    guidance = number_field(raw, "guidance", profile.guidance if style.guidance is None else style.guidance, "Guidance", 0, 30, whole=False)
+    steps = number_field(raw, "steps", suggested["steps"], "Steps", 1, MAX_STEPS)
+    guidance = number_field(raw, "guidance", suggested["guidance"], "Guidance", 0, 30, whole=False)
     sampler = raw.get("sampler") or profile.sampler
     if sampler not in SAMPLERS:
         raise ParamError(f"Unknown sampler {sampler!r}. Known samplers: {', '.join(SAMPLERS)}.")

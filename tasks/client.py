@@ -22,7 +22,7 @@ from engine.params import (
     ParamError,
     resolve_generation,
     size_for_aspect,
-    style_size,
+    style_defaults,
 )
 from engine.product.request import CANVAS_FORMATS, CUSTOM_FORMAT, resolve_cutout, resolve_product
 from engine.product.scenes import Scene, load_scenes
@@ -88,11 +88,8 @@ class FormOptions:
     def style_settings(self, name: str, asset_type: str | None = None) -> dict:
         """What a style suggests on this profile (at the asset type's shape when given): width, height,
         steps, guidance."""
-        style = self.catalog.styles[name]
         aspect = self.catalog.asset_types[asset_type].aspect if asset_type else None
-        width, height = style_size(style, self.profile, aspect) if name != "none" or aspect else self.profile.default_size
-        return {"width": width, "height": height, "steps": style.steps or self.profile.steps,
-                "guidance": self.profile.guidance if style.guidance is None else style.guidance}
+        return style_defaults(self.catalog.styles[name], self.profile, aspect)
 
     def styles_in(self, category: str | None) -> list[tuple[str, str]]:
         """(label, name) of the styles in a category, or of all styles."""

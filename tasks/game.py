@@ -16,17 +16,16 @@ from tasks.generate import JobReporter, execute, job_loras, job_profile, store_i
 from tasks.worker import WorkerContext
 
 
-def store_sheet(context: WorkerContext, job, params: GameAssetParams, sheet, frames: list[dict], sprite_ids: list[str]) -> str:
+def store_sheet(context: WorkerContext, job, params: GameAssetParams, sheet, frames: list[dict], sprite_ids: list[str]) -> None:
     """The sprite sheet as the job's last final image, with each frame's rectangle and sprite asset."""
     sheet_params = dict(params.to_dict(), kind="sprite_sheet", frames=[dict(f, asset_id=a) for f, a in zip(frames, sprite_ids)])
     digest = context.files.put(png_with_params(sheet, sheet_params), "png")
     with context.db.session() as session:
-        asset = repo.store_asset(
+        repo.store_asset(
             session, owner_id=job.owner_id, job_id=job.id, kind="sprite_sheet", origin=job.origin, stage="final",
             output_index=params.count, file_hash=digest, mime="image/png", width=sheet.width, height=sheet.height,
             prompt=params.subject, params=sheet_params,
         )
-        return asset.id
 
 
 def run_game_asset_job(context: WorkerContext, job) -> str:

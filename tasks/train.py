@@ -1,8 +1,9 @@
 """LoRA tasks: train a style LoRA from a user's images, and check an uploaded LoRA against the base model.
 
 Training checkpoints into the shared file store's work folder (``<files>/work/<job id>``); a redelivered job
-(its worker was killed) resumes from the last checkpoint. A job that ends in any other way removes them. The LoRA's row carries the loss curve and the
-sample images as they come, for the live plot; the weights are stored before the row points at them.
+(its worker was killed) resumes from the last checkpoint, and a job that ends in any other way removes them.
+The LoRA's row carries the loss curve and the sample images as they come, for the live plot; the weights
+are stored before the row points at them.
 """
 
 from __future__ import annotations
