@@ -126,6 +126,12 @@ def _curve_frame(curve) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64", "series": "str"})
 
 
+def _trained_choices(services: Services) -> list[tuple[str, str]]:
+    """The user's LoRAs trained here (running, finished or stopped), newest first."""
+    return [(f"{lora.name} · {lora.state}", lora.id) for lora in services.loras.library.list(services.owner_id)
+            if lora.kind == "style" and lora.job_id]
+
+
 def build_training_section(services: Services) -> None:
     lora_client = services.loras
     low, high = lora_client.limits
@@ -159,6 +165,10 @@ def build_training_section(services: Services) -> None:
                 cancel_button = gr.Button("Cancel training", variant="stop", elem_id="train-cancel")
             status = gr.Markdown(elem_id="train-status")
         with gr.Column(scale=4):
+            with gr.Row(equal_height=True):
+                watched = gr.Dropdown(_trained_choices(services), value=None, label="Show a training", scale=4,
+                                      elem_id="train-watch", info="Follow a running training again, or see how one went.")
+                watch_refresh = gr.Button("↻", scale=0, min_width=40)
             plot = gr.LinePlot(_curve_frame([]), x="step", y="loss", color="series", title="Training loss",
                                elem_id="train-loss", height=300)
             samples = gr.Gallery(label="Samples while training", columns=4, height=300, elem_id="train-samples",
@@ -224,6 +234,22 @@ def build_training_section(services: Services) -> None:
     train_button.click(train, [files, checked, name, trigger, rank, steps, learning_rate, text_encoder, sample_every, seed,
                                sample_prompt], [job_id, checked, status, plot, samples], api_visibility="private",
                        concurrency_limit=None)
+
+    def watch(lora_id):
+        if not lora_id:
+            return
+        lora = lora_client.library.get(services.owner_id, lora_id)
+        if lora is None:
+            raise gr.Error("That LoRA was deleted.")
+        yield from follow(lora.id, lora.job_id)
+
+    watched.input(watch, watched, [job_id, checked, status, plot, samples], api_visibility="private", concurrency_limit=None)
+    def refreshed(current):
+        return gr.update(choices=_trained_choices(services), value=current)
+
+    # The list is built with the page; trainings started since show up when it is opened or on ↻.
+    watched.focus(refreshed, watched, watched, api_visibility="private")
+    watch_refresh.click(refreshed, watched, watched, api_visibility="private")
 
     def cancel(job_id_v):
         return services.cancel(job_id_v)

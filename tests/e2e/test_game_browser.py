@@ -112,3 +112,14 @@ def test_train_a_style_and_watch_its_curve_and_samples(page, studio, tmp_path):
     assert len(lora["losses"]) == 20 and sorted(s["step"] for s in lora["samples"]) == [10, 20]
     assert lora["trigger"] == "blockstyle" and len(lora["images"]) == 5
     assert page.errors == [], f"uncaught errors in the page: {page.errors}"
+
+    # After a reload the training can be shown again, curve and samples.
+    page.reload()
+    page.get_by_role("tab", name="Game assets").click()
+    page.get_by_role("tab", name="Train a style").click()
+    page.locator("#train-watch input").click()
+    page.get_by_role("option", name=f"{name} · ready").click()
+    expect(status).to_contain_text(f"Trained '{name}': 20 steps", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#train-samples img")).to_have_count(2)
+    expect(plot.locator("[aria-label^='step: 20; loss: ']")).to_have_count(2)
+    assert page.errors == [], f"uncaught errors in the page: {page.errors}"
