@@ -69,11 +69,6 @@ class LoraView:
         trigger = f" · trigger “{self.trigger}”" if self.trigger else ""
         return f"{self.name} ({'trained' if self.kind == 'style' else 'uploaded'}{trigger})"
 
-    def to_dict(self) -> dict:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        data["created_at"] = self.created_at.isoformat() + "Z"
-        return data
-
 
 @dataclass
 class ImageVerdict:

@@ -90,12 +90,6 @@ class LoraClient:
             raise
         return self.library.get(owner_id, lora.id), job, verdicts
 
-    def retrain(self, owner_id: str, lora_id: str, settings: dict | None = None, origin: str = "api") -> JobView:
-        lora = self.library.get(owner_id, lora_id)
-        if lora is None:
-            raise LookupError(f"No LoRA {lora_id}.")
-        return self.client.submit(owner_id, "train_lora", dict(settings or {}, lora_id=lora.id, trigger=lora.trigger), origin)
-
     def upload(self, owner_id: str, data: bytes, filename: str, name: str | None = None, weight: float = 1.0,
                origin: str = "api") -> tuple[LoraView, JobView]:
         """Store a safetensors LoRA (checked here for format and size) and queue its check against the base model."""

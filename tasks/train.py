@@ -40,7 +40,7 @@ class TrainingProgress:
     def __init__(self, context: WorkerContext, job, lora: LoraView):
         self.context, self.job, self.lora_id = context, job, lora.id
         self.reporter = JobReporter(context, job.id)
-        self.samples: list[dict] = [s for s in lora.metrics.get("samples", [])]
+        self.samples: list[dict] = list(lora.metrics.get("samples", []))
         self.state = TrainingState()
         self.last_metrics = 0.0
 

@@ -251,10 +251,7 @@ def build_training_section(services: Services) -> None:
     watched.focus(refreshed, watched, watched, api_visibility="private")
     watch_refresh.click(refreshed, watched, watched, api_visibility="private")
 
-    def cancel(job_id_v):
-        return services.cancel(job_id_v)
-
-    cancel_button.click(cancel, job_id, status, api_visibility="private")
+    cancel_button.click(services.cancel, job_id, status, api_visibility="private")
 
 
 def _lora_table(services: Services) -> pd.DataFrame:
