@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from engine.game.tiling import seamless
+from engine.identity import IdentityCondition, identity_applied, identity_embeds
 from engine.loader import PipelineCache
 from engine.lora import LoraWeights, loras_applied
 from engine.params import SAMPLERS, GenerationParams, image_seed
@@ -26,6 +27,14 @@ UPSCALER_ARGUMENTS = {
     "latent_x2": lambda params: {"guidance_scale": 0},
     "x4": lambda params: {"guidance_scale": params.guidance, "noise_level": 20},
 }
+
+
+@dataclass(frozen=True)
+class ControlCondition:
+    """A ControlNet's condition image (already preprocessed, e.g. an edge map) and its weight."""
+
+    image: Image.Image
+    scale: float
 
 
 class Cancelled(Exception):
@@ -105,10 +114,14 @@ def run_cascade(
     keep_stage_images: bool = False,
     init_images: list[Image.Image] | None = None,
     loras: list[LoraWeights] | None = None,
+    identity: IdentityCondition | None = None,
+    control: ControlCondition | None = None,
 ) -> CascadeResult:
     """Run every stage of ``params``; with ``init_images`` the base stage is image-to-image at
     ``params.strength`` (variations of a picture), one init image per output or one for all. ``loras``
-    (the files of ``params.loras``) apply to the base stage; ``params.tileable`` makes it seamless."""
+    (the files of ``params.loras``) apply to the base stage; ``params.tileable`` makes it seamless;
+    ``identity`` keeps a person's face through the FaceID adapter; ``control`` leads the base stage
+    with the profile's ControlNet."""
     stages = params.stages
     count = len(stages)
     result = CascadeResult(images=[])
@@ -132,13 +145,19 @@ def run_cascade(
         init = dict(image=sized * params.count if len(sized) == 1 else sized, strength=params.strength)
         denoised_steps = max(1, int(params.steps * params.strength))
     else:
-        base = cache.pipeline(profile, "base")
+        base = cache.with_controlnet(profile) if control else cache.pipeline(profile, "base")
         init = dict(width=params.width, height=params.height)
+        if control:
+            init.update(image=control.image.convert("RGB").resize((params.width, params.height), Image.LANCZOS),
+                        controlnet_conditioning_scale=control.scale)
         denoised_steps = params.steps
+    if identity:
+        init["ip_adapter_image_embeds"] = identity_embeds(identity, params.count, params.guidance, base.unet.dtype, base.device)
+    faceid = cache.faceid_weights(profile) if identity else {}
     set_sampler(base, params.sampler)
     base_steps = round(denoised_steps * profile.refiner_start) if use_refiner else denoised_steps
     # Prompts are encoded inside the block: a LoRA may adapt the text encoders too.
-    with loras_applied(base, loras or []), seamless(base, params.tileable):
+    with identity_applied(base, faceid, identity), loras_applied(base, loras or []), seamless(base, params.tileable):
         base_kwargs = dict(
             **prompt_arguments(base, prompts, negatives), **init,
             num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators(),

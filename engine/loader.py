@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import diffusers
 import torch
@@ -113,6 +114,57 @@ class PipelineCache:
                                                                                    dtype=self.placement.dtype),
                              f"The {profile.name} profile's inpainting model cannot take a ControlNet.")
 
+    def with_controlnet(self, profile: Profile) -> diffusers.DiffusionPipeline:
+        """The base model as a text-to-image pipeline led by the profile's ControlNet."""
+        if "controlnet" not in profile.roles:
+            raise ModelUnavailableError(f"The {profile.name} profile has no ControlNet.")
+        return self._derived(("base:controlnet", profile.roles["base"].model, profile.roles["controlnet"].model),
+                             lambda: diffusers.AutoPipelineForText2Image.from_pipe(
+                                 self.pipeline(profile, "base"), controlnet=self.pipeline(profile, "controlnet"), dtype=self.placement.dtype),
+                             f"The {profile.name} profile's base model cannot take a ControlNet.")
+
+    def faces(self, profile: Profile):
+        """The profile's insightface pack, prepared: a pack name insightface downloads into its own folder
+        (``~/.insightface``), or a local folder of ONNX models."""
+        if "faces" not in profile.roles:
+            raise ModelUnavailableError(f"The {profile.name} profile names no face-analysis pack.")
+        spec = profile.roles["faces"]
+        key = self._key("faces", spec)
+        if key not in self._loaded:
+            self._loaded[key] = self._from_pretrained("faces", spec, lambda: self._face_analysis(spec))
+        return self._loaded[key]
+
+    def _face_analysis(self, spec: RoleSpec):
+        from insightface.app import FaceAnalysis
+
+        from engine.faces import DETECTION_SIZE, FaceAnalyzer
+
+        cuda = self.placement.device.startswith("cuda")
+        if "/" in spec.model and not Path(spec.model).is_dir():
+            raise OSError(f"no face-analysis pack folder at {spec.model}")
+        analysis = FaceAnalysis(name=spec.model, providers=self._onnx_providers(), allowed_modules=["detection", "recognition"])
+        analysis.prepare(ctx_id=0 if cuda else -1, det_size=DETECTION_SIZE)
+        return FaceAnalyzer(analysis)
+
+    def faceid_weights(self, profile: Profile) -> dict:
+        """The profile's IP-Adapter FaceID checkpoint, read once per worker."""
+        if "identity" not in profile.roles:
+            raise ModelUnavailableError(f"The {profile.name} profile has no identity adapter, so it cannot keep a face: "
+                                        "use the sdxl or sd15 profile.")
+        from engine.identity import faceid_weight_file, read_faceid_weights
+
+        spec = profile.roles["identity"]
+        key = self._key("identity", spec)
+        if key not in self._loaded:
+            self._loaded[key] = self._from_pretrained("identity", spec, lambda: read_faceid_weights(faceid_weight_file(spec)))
+        return self._loaded[key]
+
+    def _onnx_providers(self) -> list[str]:
+        import onnxruntime
+
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.placement.device.startswith("cuda") else ["CPUExecutionProvider"]
+        return [p for p in wanted if p in onnxruntime.get_available_providers()]
+
     def segmenter(self, profile: Profile):
         """The profile's rembg session: a model rembg knows by name, or a local ONNX file with u2net's inputs."""
         if "segmenter" not in profile.roles:
@@ -124,11 +176,9 @@ class PipelineCache:
         return self._loaded[key]
 
     def _rembg_session(self, spec: RoleSpec):
-        import onnxruntime
         from rembg import new_session
 
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.placement.device.startswith("cuda") else ["CPUExecutionProvider"]
-        providers = [p for p in wanted if p in onnxruntime.get_available_providers()]
+        providers = self._onnx_providers()
         if spec.model.endswith(".onnx"):
             # rembg accepts custom models only inside its model folder ($U2NET_HOME or $REMBG_HOME).
             return new_session("u2net_custom", model_path=spec.model, providers=providers)

@@ -89,19 +89,31 @@ def _first_problem(exc: Exception, adapter: str) -> str:
     return f"the layer {layer} is {shape(in_file)} in the file but needs {shape(in_model)}{more}"
 
 
+def _active_adapters(pipe: diffusers.DiffusionPipeline) -> list[str]:
+    return list(pipe.get_active_adapters()) if getattr(pipe.unet, "peft_config", None) else []
+
+
 @contextmanager
 def loras_applied(pipe: diffusers.DiffusionPipeline, loras: list[LoraWeights]):
-    """Load ``loras`` into ``pipe`` with their weights for the duration of the block, then unload them."""
+    """Load ``loras`` into ``pipe`` with their weights for the duration of the block, then unload them.
+    Adapters already active (an identity adapter's LoRA) stay active, at full weight, beside them."""
     if not loras:
         yield pipe
         return
+    others = _active_adapters(pipe)
+    names = [lora.name for lora in loras]
     try:
         for lora in loras:
             _load(pipe, lora)
-        pipe.set_adapters([lora.name for lora in loras], adapter_weights=[lora.weight for lora in loras])
+        pipe.set_adapters(others + names, adapter_weights=[1.0] * len(others) + [lora.weight for lora in loras])
         yield pipe
     finally:
-        pipe.unload_lora_weights()
+        if others:
+            present = {name for adapters in pipe.get_list_adapters().values() for name in adapters}
+            pipe.delete_adapters([name for name in names if name in present])
+            pipe.set_adapters(others)
+        else:
+            pipe.unload_lora_weights()
 
 
 MATRIX_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight")

@@ -38,6 +38,7 @@ class RoleSpec:
     model: str
     pipeline: str
     variant: str | None = None
+    weight_name: str | None = None  # a file inside ``model`` (an adapter checkpoint)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def load_profiles(path: str | os.PathLike | None = None, models_dir: str | os.Pa
                     model=spec["model"].replace("{models_dir}", models_dir),
                     pipeline=spec["pipeline"],
                     variant=spec.get("variant"),
+                    weight_name=spec.get("weight_name"),
                 )
                 for role, spec in entry["roles"].items()
             }

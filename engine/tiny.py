@@ -43,8 +43,12 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from engine.tiny_faces import build_face_pack, build_faceid_checkpoint
+
 ROLES = ("base", "refiner", "latent_x2", "x4", "inpaint", "controlnet", "llm", "scorer")
 SEGMENTER_FILE = "segmenter/u2net.onnx"
+FACES_DIR = "faces"
+FACEID_FILE = "faceid/ip-adapter-faceid_tiny.safetensors"
 # rembg's u2net input normalisation (ImageNet mean and std, after dividing by the image's maximum).
 U2NET_MEAN, U2NET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Qwen's ChatML layout, so the tiny LM goes through the same apply_chat_template call as the real one.
@@ -229,6 +233,8 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
         for role, pipe in pipelines.items():
             pipe.save_pretrained(staging / role, safe_serialization=True)
         build_segmenter(staging / SEGMENTER_FILE)
+        build_face_pack(staging / FACES_DIR)
+        build_faceid_checkpoint(base.unet, staging / FACEID_FILE)
         for role, parts in {"llm": build_llm(), "scorer": build_scorer(tokenizer)}.items():
             for part in parts:
                 part.save_pretrained(staging / role)
@@ -240,5 +246,5 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
 
 def tiny_profile_present(destination: str | Path) -> bool:
     folder = Path(destination)
-    return (folder / SEGMENTER_FILE).is_file() and all(
+    return all((folder / path).exists() for path in (SEGMENTER_FILE, FACES_DIR, FACEID_FILE)) and all(
         (folder / role / "model_index.json").is_file() or (folder / role / "config.json").is_file() for role in ROLES)

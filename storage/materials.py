@@ -19,7 +19,7 @@ from storage.files import FileStore
 from storage.images import UploadedImage, read_image_upload
 from storage.models import Material, utcnow
 
-MATERIAL_KINDS = ("product", "logo", "reference")
+MATERIAL_KINDS = ("product", "logo", "reference", "face")  # face: photos of a person for identity portraits
 MASK_SOURCES = ("alpha", "segmenter", "brush")
 MAX_NAME_CHARS = 120
 MAX_TAGS, MAX_TAG_CHARS = 20, 40

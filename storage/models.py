@@ -216,3 +216,47 @@ class TrainedModel(Base):
     default_weight: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PhotoVerdict:
+    PENDING = "pending"  # stored, not analysed yet
+    USABLE = "usable"
+    REJECTED = "rejected"
+
+
+class Avatar(Base):
+    """A digital avatar: a person's checked photos, their identity, and the identity LoRA trained on them.
+    Face data of one user only; deleting the avatar deletes its photos, crops, embeddings and LoRA."""
+
+    __tablename__ = "avatars"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    subject: Mapped[str] = mapped_column(String(80))  # the class-word phrase: "a woman", "一个男孩"
+    profile: Mapped[str] = mapped_column(String(80))
+    identity: Mapped[list | None] = mapped_column(JSON)  # mean normalised embedding of the usable photos
+    check_job_id: Mapped[str | None] = mapped_column(String(32))
+    lora_id: Mapped[str | None] = mapped_column(ForeignKey("trained_models.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    photos: Mapped[list["AvatarPhoto"]] = relationship(back_populates="avatar", cascade="all, delete-orphan",
+                                                       order_by="AvatarPhoto.position")
+    lora: Mapped[TrainedModel | None] = relationship()
+
+
+class AvatarPhoto(Base):
+    __tablename__ = "avatar_photos"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    avatar_id: Mapped[str] = mapped_column(ForeignKey("avatars.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))  # the uploaded file's name
+    file_hash: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16), default=PhotoVerdict.PENDING)
+    problems: Mapped[list] = mapped_column(default=list)
+    crop_hash: Mapped[str | None] = mapped_column(String(64))  # the face's portrait crop, for training
+    embedding: Mapped[list | None] = mapped_column(JSON)
+    face_box: Mapped[list | None] = mapped_column(JSON)
+    sharpness: Mapped[float | None] = mapped_column(Float)
+    similarity: Mapped[float | None] = mapped_column(Float)  # to the group's median identity
+    avatar: Mapped[Avatar] = relationship(back_populates="photos")

@@ -9,7 +9,18 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.models import Asset, Job, JobState, LoraState, Material, TrainedModel, User, WorkerRecord, utcnow
+from storage.models import (
+    Asset,
+    AvatarPhoto,
+    Job,
+    JobState,
+    LoraState,
+    Material,
+    TrainedModel,
+    User,
+    WorkerRecord,
+    utcnow,
+)
 
 LOCAL_USER = "local"
 
@@ -186,12 +197,15 @@ def delete_asset(session: Session, asset: Asset) -> str | None:
 
 
 def unused_files(session: Session, digests: list[str]) -> list[str]:
-    """Those of ``digests`` no asset, material or LoRA (weights or training image) refers to any more."""
+    """Those of ``digests`` no asset, material, LoRA (weights or training image) or avatar photo (the photo
+    or its face crop) refers to any more."""
     wanted = set(digests)
     used = set(session.scalars(select(Asset.file_hash).where(Asset.file_hash.in_(wanted))))
     used |= set(session.scalars(select(Material.file_hash).where(Material.file_hash.in_(wanted))))
     used |= set(session.scalars(select(Material.mask_hash).where(Material.mask_hash.in_(wanted))))
     used |= set(session.scalars(select(TrainedModel.file_hash).where(TrainedModel.file_hash.in_(wanted))))
+    used |= set(session.scalars(select(AvatarPhoto.file_hash).where(AvatarPhoto.file_hash.in_(wanted))))
+    used |= set(session.scalars(select(AvatarPhoto.crop_hash).where(AvatarPhoto.crop_hash.in_(wanted))))
     for dataset in session.scalars(select(TrainedModel.dataset)):
         used |= {item["hash"] for item in dataset} & wanted
     return [d for d in dict.fromkeys(digests) if d not in used]

@@ -14,17 +14,23 @@ PRODUCT = "studio.product"
 GAME_ASSET = "studio.game_asset"
 TRAIN_LORA = "studio.train_lora"
 CHECK_LORA = "studio.check_lora"
+IDENTITY = "studio.identity"
+FACE_CHECK = "studio.face_check"
 # The task that runs each job kind, and the queue each task goes to (one GPU job at a time per GPU worker;
 # training, long, on its own queue so a deployment can give it its own GPUs).
 JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN, "cutout": CUTOUT, "product": PRODUCT,
-             "game_asset": GAME_ASSET, "train_lora": TRAIN_LORA, "lora_check": CHECK_LORA}
+             "game_asset": GAME_ASSET, "train_lora": TRAIN_LORA, "lora_check": CHECK_LORA,
+             # A PhotoMaker portrait, an avatar per style and an avatar in photo templates are one task; an
+             # avatar trains like a style LoRA, on its face crops; its photos are checked on the CPU queue.
+             "identity": IDENTITY, "avatar_batch": IDENTITY, "photo_template": IDENTITY,
+             "train_avatar": TRAIN_LORA, "face_check": FACE_CHECK}
 TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu", CUTOUT: "gpu", PRODUCT: "gpu", GAME_ASSET: "gpu",
-               TRAIN_LORA: "train", CHECK_LORA: "gpu"}
+               TRAIN_LORA: "train", CHECK_LORA: "gpu", IDENTITY: "gpu", FACE_CHECK: "cpu"}
 
 
 def create_celery(settings: Settings) -> Celery:
     sqlite_broker.register()
-    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.product", "tasks.game", "tasks.train", "tasks.worker"])
+    app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.product", "tasks.game", "tasks.train", "tasks.identity", "tasks.worker"])
     app.conf.update(
         task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         task_default_queue="gpu",

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from engine.chat_request import DEFAULT_CANDIDATES, resolve_chat_turn
 from engine.game.request import AssetType, load_asset_types, resolve_game_asset
+from engine.identity_request import bind_avatar, resolve_avatar_batch, resolve_identity, resolve_photo_templates
 from engine.lora_request import resolve_training
 from engine.params import (
     ASPECT_RATIOS,
@@ -24,14 +25,16 @@ from engine.params import (
     size_for_aspect,
     style_defaults,
 )
+from engine.portraits import PortraitCatalogue, load_portrait_catalogue
 from engine.product.request import CANVAS_FORMATS, CUSTOM_FORMAT, resolve_cutout, resolve_product
 from engine.product.scenes import Scene, load_scenes
 from engine.profiles import STAGE_LABELS, Profile
 from engine.styles import Style, StyleCategory, load_catalogue
 from storage import conversations, loras, repo
+from storage.avatars import AVATAR_TRIGGER
 from storage.conversations import ConversationError
 from storage.db import Database
-from storage.models import Conversation, Job, JobState, LoraState, Material, TrainedModel, Turn
+from storage.models import Avatar, Conversation, Job, JobState, LoraState, Material, PhotoVerdict, TrainedModel, Turn
 from tasks.celery_app import JOB_TASKS, TASK_QUEUES
 
 log = logging.getLogger(__name__)
@@ -50,11 +53,13 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class Catalog:
-    """The presets requests are checked against: style presets, product scenes and game-asset types."""
+    """The presets requests are checked against: style presets, product scenes, game-asset types and the
+    portrait catalogues (stylizations, attribute edits, avatar styles, photo templates)."""
 
     styles: dict[str, Style]
     scenes: dict[str, Scene]
     asset_types: dict[str, AssetType]
+    portraits: PortraitCatalogue
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ def _pin_loras(session: Session, owner_id: str, params: dict, job_id: str) -> di
 
 def _start_training(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
     lora = _owned_lora(session, owner_id, params["lora_id"])
-    if lora.kind != "style" or not lora.dataset:
+    if lora.kind not in ("style", "avatar") or not lora.dataset:
         raise ParamError(f"'{lora.name}' has no training images: it was uploaded, not trained here.")
     if lora.state in (LoraState.TRAINING, LoraState.CHECKING):
         raise ParamError(f"'{lora.name}' is already {lora.state}: wait for it or cancel its job.")
@@ -198,6 +203,66 @@ def _unqueued(state: str):
         lora.state, lora.state_note = state, "The job queue was unreachable, so nothing ran; start it again."
         session.commit()
     return withdraw
+
+
+def _face_photos(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    """Check the face photos are the owner's; pin their files."""
+    def hashes(ids: list[str]) -> list[str]:
+        found = []
+        for material_id in ids:
+            material = _owned_material(session, owner_id, material_id)
+            if material.kind != "face":
+                raise ParamError(f"'{material.name}' is a {material.kind} material, not a face photo.")
+            found.append(material.file_hash)
+        return found
+
+    if params.get("edit_of") and repo.get_asset(session, params["edit_of"], owner_id) is None:
+        raise ParamError(f"No picture {params['edit_of']} to edit.")
+    return dict(params, photo_hashes=hashes(params["photos"]), mix_hashes=hashes(params["mix_photos"]))
+
+
+def _owned_avatar(session: Session, owner_id: str, avatar_id: str) -> Avatar:
+    avatar = session.get(Avatar, avatar_id)
+    if avatar is None or avatar.owner_id != owner_id:
+        raise ParamError(f"No avatar {avatar_id} among yours (it may have been deleted).")
+    return avatar
+
+
+def _pin_avatar(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    """A photo-template job renders a trained avatar: its subject and trigger in the prompts, its LoRA file."""
+    avatar = _owned_avatar(session, owner_id, params["avatar_id"])
+    lora = avatar.lora
+    if lora is None or lora.state != LoraState.READY or not lora.file_hash:
+        raise ParamError(f"The avatar '{avatar.name}' is not trained yet: train it first.")
+    if avatar.profile != params["profile"]:
+        raise ParamError(f"The avatar '{avatar.name}' was trained on the {avatar.profile} profile; this studio runs {params['profile']}.")
+    pinned = {"lora_id": lora.id, "name": lora.name, "file_hash": lora.file_hash, "weight": 1.0}
+    return bind_avatar(params, load_portrait_catalogue(), avatar.subject, AVATAR_TRIGGER, pinned)
+
+
+def _check_faces(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    avatar = _owned_avatar(session, owner_id, params["avatar_id"])
+    avatar.check_job_id = job_id
+    for photo in avatar.photos:
+        photo.verdict = PhotoVerdict.PENDING
+    return params
+
+
+@dataclass(frozen=True)
+class AvatarRequest:
+    """A job about one avatar: checking its photos."""
+
+    avatar_id: str
+    profile: str
+
+    def to_dict(self) -> dict:
+        return {"avatar_id": self.avatar_id, "profile": self.profile}
+
+
+def _avatar_request(raw: dict, profile: Profile) -> AvatarRequest:
+    if not raw.get("avatar_id"):
+        raise ParamError("Name the avatar (avatar_id).")
+    return AvatarRequest(str(raw["avatar_id"]), profile.name)
 
 
 @dataclass(frozen=True)
@@ -229,6 +294,15 @@ JOB_KINDS = {
                           prepare=_start_training, withdraw=_unqueued(LoraState.FAILED)),
     "lora_check": JobKind(resolve=lambda raw, profile, catalog: _lora_check_request(raw),
                           prepare=_start_check, withdraw=_unqueued(LoraState.REJECTED)),
+    "identity": JobKind(resolve=lambda raw, profile, catalog: resolve_identity(raw, profile, catalog.portraits),
+                        prepare=_face_photos),
+    "avatar_batch": JobKind(resolve=lambda raw, profile, catalog: resolve_avatar_batch(raw, profile, catalog.portraits),
+                            prepare=_face_photos),
+    "photo_template": JobKind(resolve=lambda raw, profile, catalog: resolve_photo_templates(raw, profile, catalog.portraits),
+                              prepare=_pin_avatar),
+    "train_avatar": JobKind(resolve=lambda raw, profile, catalog: resolve_training(raw, profile),
+                            prepare=_start_training, withdraw=_unqueued(LoraState.FAILED)),
+    "face_check": JobKind(resolve=lambda raw, profile, catalog: _avatar_request(raw, profile), prepare=_check_faces),
 }
 
 
@@ -262,7 +336,8 @@ class StudioClient:
     def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style],
                  scenes: dict[str, Scene] | None = None, style_categories: dict[str, StyleCategory] | None = None):
         self.db, self.celery, self.profile, self.styles = db, celery, profile, styles
-        self.catalog = Catalog(styles, scenes if scenes is not None else load_scenes(), load_asset_types())
+        self.catalog = Catalog(styles, scenes if scenes is not None else load_scenes(), load_asset_types(),
+                               load_portrait_catalogue())
         categories = style_categories if style_categories is not None else load_catalogue().categories
         self.style_categories = categories
         self.options = FormOptions.of(profile, self.catalog, categories)

@@ -18,6 +18,7 @@ from celery import signals
 from engine.profiles import Profile, load_profiles, select_profile
 from settings import Settings
 from storage import repo
+from storage.avatars import AvatarLibrary
 from storage.db import Database
 from storage.files import FileStore
 from storage.loras import LoraLibrary
@@ -62,6 +63,10 @@ class WorkerContext:
     @property
     def loras(self) -> LoraLibrary:
         return LoraLibrary(self.db, self.files)
+
+    @property
+    def avatars(self) -> AvatarLibrary:
+        return AvatarLibrary(self.db, self.files)
 
     @property
     def model_loads(self) -> int:
