@@ -53,7 +53,14 @@ class TinyFaceDetector(nn.Module):
         for _ in range(MAX_DEPTH):
             eroded = -F.max_pool2d(-eroded, 3, stride=1, padding=1)
             depth = depth + eroded
-        peak = ((depth == F.max_pool2d(depth, 3, stride=1, padding=1)) & (depth >= 2)).float()
+        # Several cells of a square can share its greatest depth: the blurred depth prefers the middle ones,
+        # and a slight ramp the top-left of the rest, so one cell is the peak.
+        blurred = F.avg_pool2d(F.avg_pool2d(depth, 3, stride=1, padding=1, count_include_pad=False), 3, stride=1, padding=1,
+                               count_include_pad=False)
+        ones = torch.ones_like(depth)
+        ramp = torch.cumsum(ones, dim=2) + torch.cumsum(ones, dim=3)
+        rank = depth + 0.1 * blurred - 2e-5 * ramp
+        peak = ((rank == F.max_pool2d(rank, 3, stride=1, padding=1)) & (depth >= 2)).float()
         score = peak * 0.9 + 0.05
         # The square around a peak spans depth - 1 cells before the anchor's cell and depth after its corner.
         side = 2 * depth - 1

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from storage import repo
+from storage.avatars import AvatarError, AvatarView
 from storage.images import ImageUploadError
 from storage.loras import LoraError, LoraView
 from storage.materials import MaterialError, MaterialView
@@ -536,6 +537,146 @@ def get_lora_file(lora_id: str, services: ServicesDep) -> FileResponse:
         raise HTTPException(410, "The file is missing from the file store.")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in lora.name)[:60] or "lora"
     return FileResponse(path, media_type="application/vnd.safetensors", filename=f"{safe}.safetensors")
+
+
+class AvatarOut(BaseModel):
+    id: str
+    name: str
+    subject: str
+    profile: str
+    state: str
+    usable_photos: int
+    photos: list[dict]
+    lora_id: str | None
+    check_job_id: str | None
+    training_job_id: str | None
+    lora_note: str | None
+    created_at: str
+
+
+class AvatarCreated(BaseModel):
+    avatar: AvatarOut
+    job: JobView
+    photos: list[dict]
+
+
+class AttributeEdit(BaseModel):
+    edits: dict[str, str] = Field(description="attribute name → option name, e.g. {\"hair_colour\": \"silver\"}")
+
+
+def _avatar(services: Services, avatar_id: str) -> AvatarView:
+    avatar = services.identity.avatars.get(services.owner_id, avatar_id)
+    if avatar is None:
+        raise HTTPException(404, f"No avatar {avatar_id}.")
+    return avatar
+
+
+def _submitted(submit) -> JobView:
+    try:
+        return submit()
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from exc
+
+
+@router.get("/portrait-presets")
+def portrait_presets(services: ServicesDep) -> dict:
+    """PhotoMaker's stylizations and the attribute edits with their options."""
+    catalogue = services.identity.catalogue
+    return {
+        "stylizations": [{"name": s.name, "label": s.label, "label_zh": s.label_zh} for s in catalogue.stylizations.values()],
+        "attributes": [{"name": a.name, "label": a.label, "label_zh": a.label_zh,
+                        "options": [{"name": o.name, "label": o.label, "label_zh": o.label_zh} for o in a.options.values()]}
+                       for a in catalogue.attributes.values()],
+    }
+
+
+@router.get("/avatar-styles")
+def list_avatar_styles(services: ServicesDep, category: str | None = None) -> list[dict]:
+    catalogue = services.identity.catalogue
+    return [{"name": s.name, "label": s.label, "label_zh": s.label_zh, "category": s.category, "aspect": s.aspect,
+             "lora": s.lora_for(services.options.profile.name) is not None}
+            for s in catalogue.avatar_styles.values() if not category or s.category == category]
+
+
+@router.get("/photo-templates")
+def list_photo_templates(services: ServicesDep, category: str | None = None) -> list[dict]:
+    catalogue = services.identity.catalogue
+    return [{"name": t.name, "label": t.label, "label_zh": t.label_zh, "category": t.category, "aspect": t.aspect,
+             "composition_url": f"/api/v1/photo-templates/{t.name}/composition" if t.composition else None}
+            for t in catalogue.photo_templates.values() if not category or t.category == category]
+
+
+@router.get("/photo-templates/{name}/composition")
+def get_template_composition(name: str, services: ServicesDep) -> FileResponse:
+    template = services.identity.catalogue.photo_templates.get(name)
+    if template is None or template.composition is None:
+        raise HTTPException(404, f"No photo template {name!r} with a composition image.")
+    return FileResponse(template.composition, media_type="image/png")
+
+
+@router.post("/portraits/{asset_id}/edit", status_code=202, response_model=JobView)
+def edit_portrait(asset_id: str, body: AttributeEdit, services: ServicesDep) -> JobView:
+    """Redraw a PhotoMaker picture with attribute edits, keeping its identity and seed (job kind ``identity``)."""
+    return _submitted(lambda: services.identity.edit(services.owner_id, asset_id, body.edits))
+
+
+@router.post("/avatars/check-photos")
+async def check_avatar_photos(services: ServicesDep, photos: list[UploadFile] = File(...)) -> list[dict]:
+    """The upload checks of 5-20 face photos (unreadable, not a photo, too small, duplicates, over the
+    limit), without storing anything; faces are checked once the avatar is made."""
+    return [v.to_dict() for v in services.identity.check_photos(await _files(photos))]
+
+
+@router.post("/avatars", status_code=202, response_model=AvatarCreated)
+async def create_avatar(services: ServicesDep, photos: list[UploadFile] = File(...), name: str = Form("My avatar"),
+                        subject: str = Form(...)) -> AvatarCreated:
+    """Store the usable photos as a new avatar and queue the check of each face (job kind ``face_check``)."""
+    try:
+        avatar, job, verdicts = services.identity.create_avatar(services.owner_id, name, subject, await _files(photos))
+    except InvalidRequest as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return AvatarCreated(avatar=AvatarOut(**avatar.to_dict()), job=job, photos=[v.to_dict() for v in verdicts])
+
+
+@router.get("/avatars", response_model=list[AvatarOut])
+def list_avatars(services: ServicesDep) -> list[AvatarOut]:
+    return [AvatarOut(**a.to_dict()) for a in services.identity.avatars.list(services.owner_id)]
+
+
+@router.get("/avatars/{avatar_id}", response_model=AvatarOut)
+def get_avatar(avatar_id: str, services: ServicesDep) -> AvatarOut:
+    return AvatarOut(**_avatar(services, avatar_id).to_dict())
+
+
+@router.get("/avatars/{avatar_id}/photos/{photo_id}/crop")
+def get_avatar_crop(avatar_id: str, photo_id: str, services: ServicesDep) -> FileResponse:
+    try:
+        path = services.identity.avatars.photo(services.owner_id, avatar_id, photo_id, crop=True)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return FileResponse(path, media_type="image/png")
+
+
+@router.post("/avatars/{avatar_id}/train", status_code=202, response_model=JobView)
+def train_avatar(avatar_id: str, services: ServicesDep, settings: dict[str, Any] | None = None) -> JobView:
+    """Train the avatar's identity LoRA on its usable face crops (job kind ``train_avatar``); settings as
+    for style LoRAs (rank, steps, learning_rate, seed, ...)."""
+    _avatar(services, avatar_id)
+    return _submitted(lambda: services.identity.train_avatar(services.owner_id, avatar_id, settings))
+
+
+@router.delete("/avatars/{avatar_id}", status_code=204)
+def delete_avatar(avatar_id: str, services: ServicesDep) -> None:
+    """Delete the avatar with its photos, face crops, embeddings and trained LoRA."""
+    _avatar(services, avatar_id)
+    try:
+        services.identity.avatars.delete(services.owner_id, avatar_id)
+    except AvatarError as exc:
+        raise HTTPException(409, str(exc)) from exc
 
 
 @router.get("/health")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage import repo
+from storage.avatars import AvatarLibrary
 from storage.db import Database
 from storage.files import MIME_EXTENSIONS, FileStore
 from storage.loras import LoraLibrary
@@ -13,6 +14,7 @@ from storage.materials import MaterialLibrary
 from storage.models import Asset
 from storage.previews import StylePreviews
 from tasks.client import FormOptions, StudioClient
+from tasks.identity_client import IdentityClient
 from tasks.lora_client import LoraClient
 from tasks.product_client import ProductClient
 
@@ -40,6 +42,10 @@ class Services:
     @property
     def loras(self) -> LoraClient:
         return LoraClient(LoraLibrary(self.db, self.files, self.max_lora_bytes), self.client)
+
+    @property
+    def identity(self) -> IdentityClient:
+        return IdentityClient(self.client, AvatarLibrary(self.db, self.files), self.materials)
 
     @property
     def previews(self) -> StylePreviews:

@@ -11,6 +11,7 @@ from ui.chat_tab import build_chat_tab
 from ui.create_tab import build_create_tab
 from ui.game_tab import build_game_tab
 from ui.materials_tab import build_materials_tab
+from ui.photo_tab import build_photo_tab
 from ui.product_tab import build_product_tab
 from ui.services import Services
 
@@ -29,6 +30,8 @@ def build_blocks(services: Services) -> gr.Blocks:
                 product_picker = build_product_tab(services, product_tab)
             with gr.Tab("Game assets", id="game"):
                 build_game_tab(services)
+            with gr.Tab("PhotoMaker & avatars", id="photo"):
+                build_photo_tab(services)
             with gr.Tab("Material library", id="materials") as materials_tab:
                 build_materials_tab(services, [product_picker], tabs, "product", materials_tab)
             with gr.Tab("My assets", id="assets") as assets_tab:

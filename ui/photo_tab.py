@@ -1,0 +1,585 @@
+"""The PhotoMaker & avatars tab: portraits that keep a person's face from 1-4 photos (with stylizations,
+attribute edits and a second person mixed in), an avatar per style, and the photo studio's digital avatars
+(checked photos, an identity LoRA trained on their face crops, photo templates rendered with it)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from engine.identity_request import DEFAULT_BEST_OF, DEFAULT_SCALE, MAX_BEST_OF
+from engine.portraits import find_class_word
+from storage import repo
+from storage.avatars import AvatarError, AvatarView
+from storage.models import JobState
+from tasks.client import InvalidRequest, JobView, QueueUnavailable
+from tasks.identity_client import AVATAR_TRAINING_STEPS, Portrait
+from ui.jobs import POLL_SECONDS, warn_if_no_worker
+from ui.services import Services, banner
+
+# Seconds between status-line redraws while a job runs (the progress bar follows every poll).
+STATUS_SECONDS = 0.5
+VERDICT_COLUMNS = ["Photo", "Verdict", "Reason"]
+PHOTO_COLUMNS = ["Photo", "Verdict", "Problems", "Similarity to the group", "Sharpness"]
+COMPOSITION_MARK = " 📐"
+CONFIRM_DELETE = "I understand this deletes the photos, crops and the trained model"
+
+
+def _both(entry) -> str:
+    return f"{entry.label} · {entry.label_zh}"
+
+
+def _files(paths) -> list[tuple[str, bytes]]:
+    return [(Path(p).name, Path(p).read_bytes()) for p in (paths or [])]
+
+
+def _seed(value) -> int | None:
+    return None if value is None or value < 0 else int(value)
+
+
+def _submit(services: Services, call: Callable[[], JobView]) -> JobView:
+    """A job from one of the identity client's calls; a refused request shows its message."""
+    try:
+        job = call()
+    except (InvalidRequest, QueueUnavailable) as exc:
+        raise gr.Error(str(exc)) from exc
+    warn_if_no_worker(services)
+    return job
+
+
+def _track(services: Services, job: JobView, progress: gr.Progress) -> Iterator[JobView]:
+    """Poll the job until it ends, mirroring its progress and stage in the bar. Yields the job about twice a
+    second while it runs (for a status line), and its final view last."""
+    shown = time.monotonic()
+    while not job.finished:
+        time.sleep(POLL_SECONDS)
+        job = services.client.job(services.owner_id, job.id)
+        progress(job.progress, desc=job.stage)
+        if not job.finished and time.monotonic() - shown >= STATUS_SECONDS:
+            shown = time.monotonic()
+            yield job
+    yield job
+
+
+def _ended(job: JobView, what: str) -> str | None:
+    """None when the job succeeded; "Cancelled." when it was; raises its error when it failed."""
+    if job.state == JobState.CANCELLED:
+        return "Cancelled."
+    if job.state == JobState.FAILED:
+        raise gr.Error(f"{what} failed: {job.error}")
+    return None
+
+
+def _portrait_items(services: Services, portraits: list[Portrait]) -> list[tuple[str, str]]:
+    items = []
+    with services.db.session() as session:
+        for portrait in portraits:
+            asset = repo.get_asset(session, portrait.asset_id, services.owner_id)
+            if asset is not None:
+                items.append((str(services.asset_path(asset)), portrait.caption))
+    return items
+
+
+def _results(services: Services, job: JobView) -> tuple[list, list[str], str]:
+    """A finished identity job's gallery items (most like the person first), their ids and a summary."""
+    portraits = services.identity.portraits(services.owner_id, job.id)
+    found = sum(p.similarity is not None for p in portraits)
+    note = "" if job.stage == "done" else f" Note: {job.stage}."
+    text = f"Done: {len(portraits)} picture(s), a face found in {found}, most like the person first.{note}"
+    return _portrait_items(services, portraits), [p.asset_id for p in portraits], text
+
+
+class FacePhotos:
+    """Face photos uploaded as materials when a form is sent; sending the same photos again reuses them."""
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    def ids(self, paths, cache: dict, required: bool = True) -> list[str]:
+        files = _files(paths)
+        if not files:
+            if required:
+                raise gr.Error("Upload 1 to 4 photos of the person whose face the pictures keep.")
+            return []
+        key = "|".join(hashlib.sha256(data).hexdigest() for _, data in files)
+        known = cache.get(key)
+        materials = self.services.materials
+        if known and all(materials.get(self.services.owner_id, m) is not None for m in known):
+            return known
+        try:
+            cache[key] = self.services.identity.upload_faces(self.services.owner_id, files)
+        except InvalidRequest as exc:
+            raise gr.Error(str(exc)) from exc
+        return cache[key]
+
+
+@dataclass
+class GroupedPicker:
+    """A CheckboxGroup per category with "Select all" and "Clear"; the choice is their union."""
+
+    groups: list[gr.CheckboxGroup]
+    names: list[str]  # every entry, in catalogue order
+
+    @property
+    def inputs(self) -> list[gr.CheckboxGroup]:
+        return self.groups
+
+    def chosen(self, values) -> list[str] | str:
+        picked = {name for group in values for name in (group or [])}
+        if picked and picked == set(self.names):
+            return "all"
+        return [name for name in self.names if name in picked]
+
+
+def build_grouped_picker(categories: dict, entries: dict, elem_id: str, label: Callable, value: list[str]) -> GroupedPicker:
+    groups = []
+    with gr.Column(elem_id=elem_id):
+        with gr.Row():
+            select_all = gr.Button("Select all", size="sm", elem_id=f"{elem_id}-all")
+            clear = gr.Button("Clear", size="sm", elem_id=f"{elem_id}-clear")
+        for name, category in categories.items():
+            members = [(label(entry), key) for key, entry in entries.items() if entry.category == name]
+            if members:
+                groups.append(gr.CheckboxGroup(members, value=[k for _, k in members if k in value], label=_both(category),
+                                               elem_id=f"{elem_id}-{name}"))
+    everyone = [[k for k, e in entries.items() if e.category == name] for name in categories]
+    everyone = [members for members in everyone if members]
+    select_all.click(lambda: everyone, None, groups, api_visibility="private")
+    clear.click(lambda: [[] for _ in groups], None, groups, api_visibility="private")
+    return GroupedPicker(groups, list(entries))
+
+
+def _attribute_dropdowns(catalogue, elem_id: str) -> list[gr.Dropdown]:
+    dropdowns = []
+    with gr.Row():
+        for name, attribute in catalogue.attributes.items():
+            choices = [("unchanged · 不变", "")] + [(_both(o), key) for key, o in attribute.options.items()]
+            dropdowns.append(gr.Dropdown(choices, value="", label=_both(attribute), elem_id=f"{elem_id}-{name}",
+                                         min_width=180))
+    return dropdowns
+
+
+def _edits(catalogue, values) -> dict[str, str]:
+    return {name: value for name, value in zip(catalogue.attributes, values) if value}
+
+
+# ------------------------------------------------------------------------------------------ PhotoMaker
+
+
+def build_photomaker_section(services: Services, enabled: bool) -> None:
+    options, identity = services.options, services.identity
+    catalogue = identity.catalogue
+    profile = options.profile
+    faces = FacePhotos(services)
+    with gr.Row():
+        with gr.Column(scale=3):
+            files = gr.File(file_count="multiple", file_types=["image"], label="Face photos (1-4, the clearest ones)",
+                            elem_id="photo-files")
+            prompt = gr.Textbox(label="Prompt (name the person with a class word: man, woman, girl, 女孩…)", lines=2,
+                                placeholder="a man in a garden / 一个女孩在海边", elem_id="photo-prompt")
+            stylization = gr.Dropdown([(_both(s), key) for key, s in catalogue.stylizations.items()], value="none",
+                                      label="Stylization", elem_id="photo-stylization")
+            with gr.Accordion("Mix in a second person", open=False):
+                mix_files = gr.File(file_count="multiple", file_types=["image"], label="The second person's photos (1-4)",
+                                    elem_id="photo-mix-files")
+                mix = gr.Slider(0, 1, value=0.5, step=0.05, label="Mix (0: the first person, 1: the second)",
+                                elem_id="photo-mix")
+            with gr.Accordion("Attribute edits", open=False):
+                attributes = _attribute_dropdowns(catalogue, "photo-attr")
+            with gr.Row():
+                count = gr.Slider(1, options.max_count, value=2, step=1, label="Pictures", elem_id="photo-count")
+                best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="photo-best-of",
+                                    label="Candidates per picture (the most like the person kept)")
+                scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="photo-scale")
+            with gr.Accordion("Seed, steps and guidance", open=False):
+                negative = gr.Textbox(label="Negative prompt", lines=1)
+                with gr.Row():
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="photo-seed")
+                    steps = gr.Slider(1, options.max_steps, value=profile.steps, step=1, label="Steps", elem_id="photo-steps")
+                    guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance")
+            with gr.Row():
+                run_button = gr.Button("Generate", variant="primary", elem_id="photo-generate", interactive=enabled)
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="photo-cancel")
+            status = gr.Markdown(elem_id="photo-status")
+        with gr.Column(scale=4):
+            gallery = gr.Gallery(label="Portraits (most like the person first)", format="png", columns=3, height=460,
+                                 object_fit="contain", elem_id="photo-gallery", buttons=["download", "fullscreen"])
+            selected_info = gr.Markdown("Select a picture to edit its attributes.", elem_id="photo-selected")
+            with gr.Accordion("Edit attributes of the selected picture", open=True):
+                reedits = _attribute_dropdowns(catalogue, "photo-edit-attr")
+                edit_button = gr.Button("Redraw with these edits", interactive=False, elem_id="photo-edit")
+                before_after = gr.ImageSlider(label="Before / after", type="filepath", elem_id="photo-before-after",
+                                              height=360)
+    job_id, result_ids, selected, cache = gr.State(None), gr.State([]), gr.State(None), gr.State({})
+
+    def run(paths, prompt_v, stylization_v, mix_paths, mix_v, count_v, best_of_v, scale_v, negative_v, seed_v, steps_v,
+            guidance_v, cache_v, *edit_values, progress=gr.Progress()):
+        if not find_class_word(prompt_v or ""):
+            raise gr.Error("Say who is in the picture with a class word, e.g. 'a man in a garden' or '一个女孩在海边'.")
+        photos = faces.ids(paths, cache_v)
+        mix_photos = faces.ids(mix_paths, cache_v, required=False)
+        raw = dict(prompt=prompt_v, stylization=stylization_v, photos=photos, mix_photos=mix_photos, mix=mix_v,
+                   edits=_edits(catalogue, edit_values), count=count_v, best_of=best_of_v, scale=scale_v,
+                   negative_prompt=negative_v, seed=_seed(seed_v), steps=steps_v, guidance=guidance_v)
+        job = _submit(services, lambda: identity.portrait(services.owner_id, raw, origin="photo"))
+        off = gr.update(interactive=False)
+        seed_v = job.params["items"][0]["generation"]["seed"]
+        yield job.id, [], [], None, f"Queued (seed {seed_v}) · job `{job.id}`", cache_v, off
+        for job in _track(services, job, progress):
+            if not job.finished:
+                yield job.id, gr.update(), gr.update(), gr.update(), job.stage, cache_v, off
+        if (text := _ended(job, "PhotoMaker")) is not None:
+            yield None, [], [], None, text, cache_v, off
+            return
+        items, ids, text = _results(services, job)
+        yield None, items, ids, None, text, cache_v, off
+
+    form = [files, prompt, stylization, mix_files, mix, count, best_of, scale, negative, seed, steps, guidance, cache,
+            *attributes]
+    run_button.click(run, form, [job_id, gallery, result_ids, selected, status, cache, edit_button],
+                     api_visibility="private", concurrency_limit=None)
+    cancel_button.click(services.cancel, job_id, status, api_visibility="private")
+
+    def select(ids: list[str], evt: gr.SelectData):
+        asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
+        if asset_id is None:
+            return None, "Select a picture to edit its attributes.", gr.update(interactive=False)
+        caption = evt.value.get("caption") if isinstance(evt.value, dict) else ""
+        return asset_id, f"Selected: {caption or asset_id}", gr.update(interactive=enabled)
+
+    gallery.select(select, result_ids, [selected, selected_info, edit_button], api_visibility="private")
+
+    def edit(asset_id, *values, progress=gr.Progress()):
+        if not asset_id:
+            raise gr.Error("Select a picture in the gallery first.")
+        edits = _edits(catalogue, values)
+        if not edits:
+            raise gr.Error("Choose at least one attribute to change (the others stay as they are).")
+        job = _submit(services, lambda: identity.edit(services.owner_id, asset_id, edits, origin="photo"))
+        yield job.id, gr.update(), f"Redrawing with {', '.join(edits.values())} · job `{job.id}`"
+        for job in _track(services, job, progress):
+            if not job.finished:
+                yield job.id, gr.update(), job.stage
+        if (text := _ended(job, "The edit")) is not None:
+            yield None, gr.update(), text
+            return
+        portraits = identity.portraits(services.owner_id, job.id)
+        with services.db.session() as session:
+            before = repo.get_asset(session, asset_id, services.owner_id)
+        after = _portrait_items(services, portraits[:1])
+        if before is None or not after:
+            raise gr.Error("The edited picture (or the one it changes) is gone.")
+        yield None, (str(services.asset_path(before)), after[0][0]), f"Edited: {after[0][1]}"
+
+    edit_button.click(edit, [selected, *reedits], [job_id, before_after, status], api_visibility="private",
+                      concurrency_limit=None)
+
+
+# ------------------------------------------------------------------------------------------- Avatars
+
+
+def build_avatar_section(services: Services, enabled: bool) -> None:
+    identity = services.identity
+    catalogue = identity.catalogue
+    faces = FacePhotos(services)
+    with gr.Row():
+        with gr.Column(scale=3):
+            files = gr.File(file_count="multiple", file_types=["image"], label="Face photos (1-4)", elem_id="avatar-files")
+            subject = gr.Textbox(label="Who (a class word and a few details)", placeholder="a woman / 一个女孩",
+                                 elem_id="avatar-subject")
+            with gr.Accordion("Styles", open=True):
+                styles = build_grouped_picker(catalogue.avatar_categories, catalogue.avatar_styles, "avatar-styles", _both,
+                                              value=list(catalogue.avatar_styles)[:4])
+            with gr.Row():
+                best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="avatar-best-of",
+                                    label="Candidates per style (the most like the person kept)")
+                scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="avatar-scale")
+            with gr.Accordion("Seed and steps", open=False):
+                with gr.Row():
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random; one seed for every style)")
+                    steps = gr.Slider(1, services.options.max_steps, value=services.options.profile.steps, step=1,
+                                      label="Steps", elem_id="avatar-steps")
+            with gr.Row():
+                run_button = gr.Button("Generate avatars", variant="primary", elem_id="avatar-generate", interactive=enabled)
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="avatar-cancel")
+            status = gr.Markdown(elem_id="avatar-status")
+        with gr.Column(scale=4):
+            gallery = gr.Gallery(label="Avatars (most like the person first)", format="png", columns=4, height=600,
+                                 object_fit="contain", elem_id="avatar-gallery", buttons=["download", "fullscreen"])
+    job_id, cache = gr.State(None), gr.State({})
+
+    def run(paths, subject_v, best_of_v, scale_v, seed_v, steps_v, cache_v, *groups, progress=gr.Progress()):
+        chosen = styles.chosen(groups)
+        if not chosen:
+            raise gr.Error("Pick at least one style (or Select all).")
+        photos = faces.ids(paths, cache_v)
+        raw = dict(subject=subject_v, photos=photos, styles=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v),
+                   steps=steps_v)
+        job = _submit(services, lambda: identity.avatar_batch(services.owner_id, raw, origin="photo"))
+        yield job.id, [], f"Queued: {len(job.params['items'])} style(s) · job `{job.id}`", cache_v
+        for job in _track(services, job, progress):
+            if not job.finished:
+                yield job.id, gr.update(), job.stage, cache_v
+        if (text := _ended(job, "The avatars")) is not None:
+            yield None, [], text, cache_v
+            return
+        items, _, text = _results(services, job)
+        yield None, items, text, cache_v
+
+    run_button.click(run, [files, subject, best_of, scale, seed, steps, cache, *styles.inputs],
+                     [job_id, gallery, status, cache], api_visibility="private", concurrency_limit=None)
+    cancel_button.click(services.cancel, job_id, status, api_visibility="private")
+
+
+# -------------------------------------------------------------------------------------- Photo studio
+
+
+def _verdict_table(verdicts) -> pd.DataFrame:
+    rows = [[v.name, "✓ usable" if v.ok else "✗ refused", "" if v.ok else v.reason] for v in verdicts]
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _photo_table(avatar: AvatarView | None) -> pd.DataFrame:
+    marks = {"usable": "✓ usable", "rejected": "✗ rejected", "pending": "… checking"}
+    rows = [[p.name, marks.get(p.verdict, p.verdict), " ".join(p.problems), _number(p.similarity, 2), _number(p.sharpness, 0)]
+            for p in (avatar.photos if avatar else [])]
+    return pd.DataFrame(rows, columns=PHOTO_COLUMNS)
+
+
+def _avatar_choices(services: Services) -> list[tuple[str, str]]:
+    return [(f"{a.name} · {a.state}", a.id) for a in services.identity.avatars.list(services.owner_id)]
+
+
+def _avatar_summary(avatar: AvatarView | None) -> str:
+    if avatar is None:
+        return "No avatar chosen."
+    hint = {"checking": "Its photos are being checked.",
+            "needs photos": "Too few photos passed the checks to train: make a new avatar with more good photos.",
+            "checked": "Ready to train.", "training": "Training…",
+            "ready": "Trained: render it into photo templates below.",
+            "failed": f"Training failed: {avatar.lora.state_note if avatar.lora else ''} Train it again."}[avatar.state]
+    return (f"**{avatar.name}** ({avatar.subject}) · state: **{avatar.state}** · {len(avatar.usable)} of "
+            f"{len(avatar.photos)} photos usable. {hint}")
+
+
+class AvatarViews:
+    """The chosen avatar's summary, photo table and face crops; the avatar dropdown's choices."""
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    def get(self, avatar_id: str | None) -> AvatarView | None:
+        return self.services.identity.avatars.get(self.services.owner_id, avatar_id) if avatar_id else None
+
+    def crops(self, avatar: AvatarView | None) -> list[tuple[str, str]]:
+        items = []
+        for photo in (avatar.usable if avatar else []):
+            try:
+                path = self.services.identity.avatars.photo(self.services.owner_id, avatar.id, photo.id, crop=True)
+            except LookupError:
+                continue
+            items.append((str(path), photo.name))
+        return items
+
+    def details(self, avatar_id: str | None) -> tuple:
+        """(summary, photo table, crops) of the avatar."""
+        avatar = self.get(avatar_id)
+        return _avatar_summary(avatar), _photo_table(avatar), self.crops(avatar)
+
+    def dropdown(self, value: str | None) -> dict:
+        choices = _avatar_choices(self.services)
+        return gr.update(choices=choices, value=value if value in {v for _, v in choices} else None)
+
+
+def build_studio_section(services: Services, enabled: bool) -> None:
+    identity = services.identity
+    catalogue = identity.catalogue
+    low, high = identity.photo_limits
+    views = AvatarViews(services)
+    gr.Markdown(f"### 1 · Create a digital avatar\nUpload **{low}–{high} photos** of one person: the face clearly "
+                "visible, alone, sharp, from different angles and days. Each photo is checked; the usable faces are "
+                "cropped for training. The photos and crops stay yours and are deleted with the avatar.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                name = gr.Textbox(label="Avatar name", value="My avatar", elem_id="studio-name")
+                subject = gr.Textbox(label="Who (a class word)", placeholder="a woman / 一个女孩", elem_id="studio-subject")
+            files = gr.File(file_count="multiple", file_types=["image"], label=f"Photos ({low}-{high})", elem_id="studio-files")
+            with gr.Row():
+                check_button = gr.Button("Check photos", elem_id="studio-check")
+                create_button = gr.Button("Create avatar", variant="primary", elem_id="studio-create", interactive=enabled)
+            status = gr.Markdown(elem_id="studio-status")
+            verdicts = gr.Dataframe(pd.DataFrame([], columns=VERDICT_COLUMNS), interactive=False, wrap=True,
+                                    label="Upload checks", elem_id="studio-verdicts")
+        with gr.Column(scale=4):
+            summary = gr.Markdown("No avatar chosen.", elem_id="studio-avatar-state")
+            photos = gr.Dataframe(pd.DataFrame([], columns=PHOTO_COLUMNS), interactive=False, wrap=True,
+                                  label="The avatar's photos", elem_id="studio-photos")
+            crops = gr.Gallery(label="Usable face crops (the training set)", columns=6, height=220, object_fit="contain",
+                               elem_id="studio-crops")
+    gr.Markdown("### 2 · Train it")
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=True):
+                avatar = gr.Dropdown(_avatar_choices(services), value=None, label="Your avatars", scale=4,
+                                     elem_id="studio-avatar")
+                refresh = gr.Button("↻", scale=0, min_width=40, elem_id="studio-avatar-refresh")
+            train_steps = gr.Slider(10, 3000, value=AVATAR_TRAINING_STEPS, step=10, label="Training steps",
+                                    elem_id="studio-train-steps")
+            with gr.Row():
+                train_button = gr.Button("Train digital avatar", variant="primary", elem_id="studio-train", interactive=enabled)
+                train_cancel = gr.Button("Cancel training", variant="stop", elem_id="studio-train-cancel")
+            train_status = gr.Markdown(elem_id="studio-train-status")
+        with gr.Column(scale=2):
+            confirm = gr.Checkbox(value=False, label=CONFIRM_DELETE, elem_id="studio-delete-confirm")
+            delete_button = gr.Button("Delete avatar", variant="stop", elem_id="studio-delete")
+            delete_status = gr.Markdown(elem_id="studio-delete-status")
+    gr.Markdown(f"### 3 · Photo templates\n{COMPOSITION_MARK.strip()} marks a template with a composition sketch that "
+                "sets the pose.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            templates = build_grouped_picker(catalogue.template_categories, catalogue.photo_templates, "studio-templates",
+                                             lambda t: _both(t) + (COMPOSITION_MARK if t.composition else ""), value=[])
+            with gr.Row():
+                best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="studio-best-of",
+                                    label="Candidates per template (the most like the avatar kept)")
+                scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="studio-scale")
+            with gr.Accordion("Seed and steps", open=False):
+                with gr.Row():
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                    steps = gr.Slider(1, services.options.max_steps, value=services.options.profile.steps, step=1,
+                                      label="Steps", elem_id="studio-steps")
+            with gr.Row():
+                render_button = gr.Button("Render", variant="primary", elem_id="studio-render", interactive=enabled)
+                render_cancel = gr.Button("Cancel", variant="stop", elem_id="studio-render-cancel")
+            render_status = gr.Markdown(elem_id="studio-render-status")
+        with gr.Column(scale=4):
+            gallery = gr.Gallery(label="Photos (most like the avatar first)", format="png", columns=4, height=480,
+                                 object_fit="contain", elem_id="studio-gallery", buttons=["download", "fullscreen"])
+    train_job, render_job = gr.State(None), gr.State(None)
+    details = [summary, photos, crops]
+
+    def check(paths):
+        if not paths:
+            raise gr.Error(f"Upload {low} to {high} photos of the person first.")
+        found = identity.check_photos(_files(paths))
+        usable = sum(v.ok for v in found)
+        need = "" if usable >= low else f": at least {low} are needed"
+        return _verdict_table(found), f"{usable} of {len(found)} photo(s) pass the upload checks{need}."
+
+    check_button.click(check, files, [verdicts, status], api_visibility="private")
+
+    def create(name_v, subject_v, paths, progress=gr.Progress()):
+        if not paths:
+            raise gr.Error(f"Upload {low} to {high} photos of the person first.")
+        try:
+            made, job, found = identity.create_avatar(services.owner_id, name_v, subject_v, _files(paths), origin="photo")
+        except (InvalidRequest, QueueUnavailable) as exc:
+            raise gr.Error(str(exc)) from exc
+        warn_if_no_worker(services, "face check")
+        table = _verdict_table(found)
+        yield (table, f"Avatar '{made.name}' created: checking its faces · job `{job.id}`", views.dropdown(made.id),
+               *views.details(made.id))
+        for job in _track(services, job, progress):
+            if not job.finished:
+                yield table, f"Checking the faces: {job.stage}", gr.update(), gr.update(), gr.update(), gr.update()
+        if job.state == JobState.FAILED:
+            yield table, f"**The face check failed:** {job.error}", views.dropdown(made.id), *views.details(made.id)
+            raise gr.Error(f"The face check failed: {job.error}")
+        checked = views.get(made.id)
+        text = f"Checked: {job.stage}." + (" Train it below." if checked and checked.state == "checked" else "")
+        yield table, text, views.dropdown(made.id), *views.details(made.id)
+
+    create_button.click(create, [name, subject, files], [verdicts, status, avatar, *details], api_visibility="private",
+                        concurrency_limit=None)
+
+    avatar.input(views.details, avatar, details, api_visibility="private")
+    # Avatars made or changed in another browser show up when the list is opened or on ↻.
+    avatar.focus(views.dropdown, avatar, avatar, api_visibility="private")
+    refresh.click(lambda a: (views.dropdown(a), *views.details(a)), avatar, [avatar, *details], api_visibility="private")
+
+    def train(avatar_id, steps_v, progress=gr.Progress()):
+        if not avatar_id:
+            raise gr.Error("Choose an avatar first (or create one above).")
+        job = _submit(services, lambda: identity.train_avatar(services.owner_id, avatar_id, {"steps": steps_v}, origin="photo"))
+        yield job.id, views.dropdown(avatar_id), _avatar_summary(views.get(avatar_id)), f"Training queued · job `{job.id}`"
+        for job in _track(services, job, progress):
+            if not job.finished:
+                yield job.id, gr.update(), gr.update(), f"Training: {job.stage} · job `{job.id}`"
+        trained = views.get(avatar_id)
+        if trained is not None and trained.state == "ready":
+            text = f"**Trained** '{trained.name}' ({steps_v} steps): it is ready for photo templates."
+        elif job.state == JobState.CANCELLED:
+            text = "Training cancelled."
+        else:
+            note = (trained.lora.state_note if trained and trained.lora else None) or job.error or job.stage
+            yield None, views.dropdown(avatar_id), _avatar_summary(trained), f"**Training failed:** {note}"
+            raise gr.Error(f"Training failed: {note}")
+        yield None, views.dropdown(avatar_id), _avatar_summary(trained), text
+
+    train_button.click(train, [avatar, train_steps], [train_job, avatar, summary, train_status], api_visibility="private",
+                       concurrency_limit=None)
+    train_cancel.click(services.cancel, train_job, train_status, api_visibility="private")
+
+    def delete(avatar_id, confirmed):
+        if not avatar_id:
+            raise gr.Error("Choose the avatar to delete first.")
+        if not confirmed:
+            raise gr.Error(f"Tick “{CONFIRM_DELETE}” first.")
+        gone = views.get(avatar_id)
+        try:
+            identity.avatars.delete(services.owner_id, avatar_id)
+        except (AvatarError, LookupError) as exc:
+            raise gr.Error(str(exc)) from exc
+        text = f"Deleted '{gone.name if gone else avatar_id}' with its photos, face crops and trained model."
+        return (views.dropdown(None), *views.details(None), False, text)
+
+    delete_button.click(delete, [avatar, confirm], [avatar, *details, confirm, delete_status], api_visibility="private")
+
+    def render(avatar_id, best_of_v, scale_v, seed_v, steps_v, *groups, progress=gr.Progress()):
+        if not avatar_id:
+            raise gr.Error("Choose a trained avatar first.")
+        chosen = templates.chosen(groups)
+        if not chosen:
+            raise gr.Error("Pick at least one photo template (or Select all).")
+        raw = dict(templates=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v), steps=steps_v)
+        job = _submit(services, lambda: identity.render_templates(services.owner_id, avatar_id, raw, origin="photo"))
+        yield job.id, [], f"Queued: {len(job.params['items'])} template(s) · job `{job.id}`"
+        for job in _track(services, job, progress):
+            if not job.finished:
+                yield job.id, gr.update(), job.stage
+        if (text := _ended(job, "Rendering")) is not None:
+            yield None, [], text
+            return
+        items, _, text = _results(services, job)
+        yield None, items, text
+
+    render_button.click(render, [avatar, best_of, scale, seed, steps, *templates.inputs], [render_job, gallery, render_status],
+                        api_visibility="private", concurrency_limit=None)
+    render_cancel.click(services.cancel, render_job, render_status, api_visibility="private")
+
+
+def build_photo_tab(services: Services) -> None:
+    options = services.options
+    unavailable = services.identity.unavailable
+    gr.Markdown(banner(options), visible=options.profile.is_noise, elem_classes=["noise-banner"])
+    gr.Markdown(f"**{unavailable}**" if unavailable else "", visible=bool(unavailable), elem_id="photo-unavailable",
+                elem_classes=["noise-banner"])
+    enabled = unavailable is None
+    with gr.Tabs():
+        with gr.Tab("PhotoMaker", id="photo-maker-tab"):
+            build_photomaker_section(services, enabled)
+        with gr.Tab("Avatars", id="photo-avatars-tab"):
+            build_avatar_section(services, enabled)
+        with gr.Tab("Photo studio", id="photo-studio-tab"):
+            build_studio_section(services, enabled)
