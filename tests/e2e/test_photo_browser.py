@@ -70,8 +70,8 @@ def test_a_digital_avatar_from_checked_photos_to_templates_and_deleted(page, stu
     page.get_by_role("tab", name="PhotoMaker & avatars").click()
     page.get_by_role("tab", name="Photo studio").click()
 
-    page.locator("#studio-name input").fill(name)
-    page.locator("#studio-subject input").fill("a woman")
+    page.locator("#studio-name textarea").fill(name)
+    page.locator("#studio-subject textarea").fill("a woman")
     page.locator("#studio-files input[type=file]").set_input_files([str(p) for p in paths])
     expect(page.locator("#studio-files").get_by_role("row")).to_have_count(7)
     page.locator("#studio-check").click()
