@@ -148,9 +148,17 @@ def models(args: argparse.Namespace) -> None:
 
 
 def styles(args: argparse.Namespace) -> None:
-    """Render a preview of every style (or those named) with the active profile into the file store."""
+    """Render a preview of every style (or those named) with the active profile into the file store: the
+    art styles, or with --avatars the avatar styles."""
     from engine.loader import PipelineCache, Placement
-    from engine.style_previews import PREVIEW_SEED, PREVIEW_SUBJECT, render_style_previews
+    from engine.portraits import load_portrait_catalogue
+    from engine.style_previews import (
+        AVATAR_PREVIEW_SUBJECT,
+        PREVIEW_SEED,
+        PREVIEW_SUBJECT,
+        render_avatar_previews,
+        render_style_previews,
+    )
     from engine.styles import load_styles
     from settings import Settings
     from storage.pngmeta import png_with_params
@@ -159,15 +167,19 @@ def styles(args: argparse.Namespace) -> None:
     settings = Settings()
     _profiles, profile = _profiles_or_exit(settings)
     _ensure_tiny(settings, profile)
-    store = StylePreviews(settings.files / "previews")
-    catalogue = load_styles()
-    unknown = [n for n in args.names if n not in catalogue]
+    if args.avatars:
+        store, catalogue, subject = StylePreviews(settings.files / "previews" / "avatars"), load_portrait_catalogue(), AVATAR_PREVIEW_SUBJECT
+        known, render = catalogue.avatar_styles, render_avatar_previews
+    else:
+        store, catalogue, subject = StylePreviews(settings.files / "previews"), load_styles(), PREVIEW_SUBJECT
+        known, render = catalogue, render_style_previews
+    unknown = [n for n in args.names if n not in known]
     if unknown:
         sys.exit(f"Unknown style(s): {', '.join(unknown)}")
     cache = PipelineCache(Placement.choose(settings.device, settings.cpu_offload))
     skip = (lambda name: store.path(profile.name, name) is not None) if args.missing else (lambda name: False)
     made = failed = 0
-    for preview in render_style_previews(catalogue, profile, cache, args.names or None, skip):
+    for preview in render(catalogue, profile, cache, args.names or None, skip):
         if preview.image is None:
             failed += 1
             print(f"  {preview.style}: no preview ({preview.error})", flush=True)
@@ -176,7 +188,7 @@ def styles(args: argparse.Namespace) -> None:
         made += 1
         print(f"  {preview.style}", flush=True)
     manifest = store.manifest(profile.name)
-    manifest.update(profile=profile.name, noise=profile.is_noise, subject=PREVIEW_SUBJECT, seed=PREVIEW_SEED)
+    manifest.update(profile=profile.name, noise=profile.is_noise, subject=subject, seed=PREVIEW_SEED)
     store.write_manifest(profile.name, manifest)
     noise = " (the tiny profile's previews are noise)" if profile.is_noise else ""
     print(f"{made} preview(s) written to {store.root / profile.name}{noise}; {failed} failed.")
@@ -208,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
     styles_cmd.add_argument("action", choices=["previews"], help="previews: render a preview of each style with the active profile")
     styles_cmd.add_argument("names", nargs="*", help="only these styles (default: all)")
     styles_cmd.add_argument("--missing", action="store_true", help="only styles that have no preview yet")
+    styles_cmd.add_argument("--avatars", action="store_true", help="the avatar styles (templates/avatar_styles.json) instead of the art styles")
     return top
 
 

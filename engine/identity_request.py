@@ -19,7 +19,7 @@ from engine.params import (
     resolve_generation,
     size_for_aspect,
 )
-from engine.portraits import CLASS_WORDS, PortraitCatalogue, apply_edits, find_class_word
+from engine.portraits import CLASS_WORDS, AvatarStyle, PortraitCatalogue, apply_edits, find_class_word
 from engine.profiles import Profile
 from engine.refiner.terms import has_cjk
 from engine.styles import Style
@@ -179,6 +179,17 @@ def _subject(raw: dict) -> str:
     return subject
 
 
+def avatar_style_params(style: AvatarStyle, profile: Profile, subject: str, raw: dict, rng: random.Random | None = None) -> GenerationParams:
+    """One avatar in ``style``: its prompt around the subject, its aspect, its LoRA on this profile."""
+    generation = _generation(raw, profile, style.render(_subject_for(profile, subject)), style.negative, rng,
+                             aspect=style.aspect, count=1)
+    lora = style.lora_for(profile.name)
+    if lora:
+        generation["loras"] = [{"name": f"{style.label} style", "model": lora.model, "weight_name": lora.weight_name,
+                                "weight": lora.weight}]
+    return GenerationParams.from_dict(generation)
+
+
 def resolve_avatar_batch(raw: dict, profile: Profile, catalogue: PortraitCatalogue, rng: random.Random | None = None) -> IdentityRequest:
     """One avatar per chosen style from 1-4 photos, all with one seed."""
     _require_identity(profile)
@@ -188,13 +199,7 @@ def resolve_avatar_batch(raw: dict, profile: Profile, catalogue: PortraitCatalog
     items = []
     for name in _chosen(raw, "styles", catalogue.avatar_styles, "avatar style"):
         style = catalogue.avatar_styles[name]
-        generation = _generation(raw, profile, style.render(_subject_for(profile, subject)), style.negative, rng,
-                                 aspect=style.aspect, count=1)
-        lora = style.lora_for(profile.name)
-        if lora:
-            generation["loras"] = [{"name": f"{style.label} style", "model": lora.model, "weight_name": lora.weight_name,
-                                    "weight": lora.weight}]
-        items.append(IdentityItem(name=name, label=style.label, generation=generation))
+        items.append(IdentityItem(name=name, label=style.label, generation=avatar_style_params(style, profile, subject, raw, rng).to_dict()))
     return IdentityRequest(kind="avatar_batch", profile=profile.name, subject=subject, items=items, photos=photos, **_shared(raw))
 
 

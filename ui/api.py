@@ -594,10 +594,20 @@ def portrait_presets(services: ServicesDep) -> dict:
 
 @router.get("/avatar-styles")
 def list_avatar_styles(services: ServicesDep, category: str | None = None) -> list[dict]:
-    catalogue = services.identity.catalogue
+    catalogue, profile = services.identity.catalogue, services.options.profile.name
     return [{"name": s.name, "label": s.label, "label_zh": s.label_zh, "category": s.category, "aspect": s.aspect,
-             "lora": s.lora_for(services.options.profile.name) is not None}
+             "lora": s.lora_for(profile) is not None,
+             "preview_url": f"/api/v1/avatar-styles/{s.name}/preview" if services.avatar_previews.path(profile, s.name) else None}
             for s in catalogue.avatar_styles.values() if not category or s.category == category]
+
+
+@router.get("/avatar-styles/{name}/preview")
+def get_avatar_style_preview(name: str, services: ServicesDep) -> FileResponse:
+    path = services.avatar_previews.path(services.options.profile.name, name)
+    if name not in services.identity.catalogue.avatar_styles or path is None:
+        raise HTTPException(404, f"No preview of the avatar style {name!r} on this profile: "
+                                 "render them with `python app.py styles previews --avatars`.")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.get("/photo-templates")

@@ -51,6 +51,11 @@ class Services:
     def previews(self) -> StylePreviews:
         return StylePreviews(self.files.root / "previews")
 
+    @property
+    def avatar_previews(self) -> StylePreviews:
+        """Previews of the avatar styles (``python app.py styles previews --avatars``)."""
+        return StylePreviews(self.files.root / "previews" / "avatars")
+
     def asset_path(self, asset: Asset) -> Path:
         return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
 

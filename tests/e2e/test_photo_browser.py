@@ -86,7 +86,7 @@ def test_a_digital_avatar_from_checked_photos_to_templates_and_deleted(page, stu
     expect(status).to_contain_text("Checked: 6 of 7 photos usable", timeout=UI_TIMEOUT_MS)
     photos = page.locator("#studio-photos")
     expect(visible_cells(photos, "✓ usable")).to_have_count(6)
-    rejected = photos.locator("tr", has_text="bob-1.png").filter(visible=True)
+    rejected = photos.get_by_role("row").filter(has_text="bob-1.png").filter(visible=True)
     expect(rejected).to_contain_text("✗ rejected")
     expect(rejected).to_contain_text("different person")
     expect(page.locator("#studio-crops img")).to_have_count(6)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from storage.avatars import AvatarLibrary
 from storage.files import FileStore
 from storage.materials import MaterialLibrary
-from storage.models import Asset
+from storage.models import Asset, AvatarPhoto
 from tasks.client import InvalidRequest
 from tasks.identity_client import IdentityClient
 from tests.support_faces import PERSON_A, PERSON_B, face_photo, person_photos
@@ -182,6 +182,13 @@ def test_the_photo_studio_from_photos_to_templates_and_deletion(shared_studio):
     finals = [a for a in job_assets(studio, render.id) if a.stage == "final"]
     assert sorted(a.params["preset"] for a in finals) == sorted(templates)
     assert all(a.params["avatar_id"] == avatar.id and "similarity" in a.params for a in finals)
+
+    # No face data in the logs: no embedding value of any photo appears in the worker's output.
+    with studio.db.session() as session:
+        embeddings = [e for e in session.scalars(select(AvatarPhoto.embedding).where(AvatarPhoto.avatar_id == avatar.id)) if e]
+    log = studio.worker.output()
+    assert embeddings and not any(repr(value)[:10] in log for embedding in embeddings for value in embedding[:16])
+    assert client.avatars.get("another-user", avatar.id) is None
 
     files = FileStore(studio.settings.files)
     owned = [(p.file_hash, "png") for p in checked.values()] + [(p.crop_hash, "png") for p in checked.values() if p.crop_hash]
