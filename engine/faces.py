@@ -105,19 +105,20 @@ def sharpness(image: Image.Image, face: Face) -> float:
     return float(cv2.Laplacian(region, cv2.CV_64F).var())
 
 
-def portrait_crop(image: Image.Image, face: Face, side: int, context: float = 2.2) -> Image.Image:
-    """A square crop centred on the face, ``context`` times its box wide (head, hair and shoulders, which
-    an identity LoRA learns from too), padded with the photo's edge colours where it leaves the photo."""
-    x0, y0, x1, y1 = face.box
-    half = max(x1 - x0, y1 - y0) * context / 2
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + 0.1 * (y1 - y0)
-    box = [int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half)]
-    rgb = np.asarray(image.convert("RGB"))
-    pad = max(0, -box[0], -box[1], box[2] - rgb.shape[1], box[3] - rgb.shape[0])
-    if pad:
-        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    crop = rgb[box[1] + pad:box[3] + pad, box[0] + pad:box[2] + pad]
-    return Image.fromarray(crop).resize((side, side), Image.LANCZOS)
+def aligned_crop(image: Image.Image, face: Face, side: int, context: float = 1.0) -> Image.Image:
+    """The face aligned by its keypoints to ArcFace's template (eyes level, the same place every time), as a
+    ``side`` px square; ``context`` above 1 widens it around the face (2: head, hair and shoulders, which
+    an identity LoRA learns from too). Outside the photo, its edge pixels are repeated."""
+    from insightface.utils.face_align import estimate_norm
+
+    template = 112  # ArcFace's crop, in which estimate_norm places the keypoints
+    to_template = estimate_norm(np.asarray(face.keypoints, dtype=np.float32), template)
+    scale = side / (template * context)
+    transform = to_template * scale
+    transform[:, 2] = (to_template[:, 2] - template / 2) * scale + side / 2
+    crop = cv2.warpAffine(np.asarray(image.convert("RGB")), transform, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return Image.fromarray(crop)
 
 
 @dataclass

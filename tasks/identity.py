@@ -16,12 +16,12 @@ from PIL import Image
 from engine.cascade import ControlCondition, StageProgress, run_cascade
 from engine.faces import (
     FaceAnalyzer,
+    aligned_crop,
     best_matches,
     check_photo,
     check_same_person,
     mean_identity,
     mix_identities,
-    portrait_crop,
 )
 from engine.identity import IdentityCondition
 from engine.identity_request import IdentityItem, IdentityRequest
@@ -153,7 +153,7 @@ def run_face_check_job(context: WorkerContext, job) -> str:
         face = check.face
         crop_hash = None
         if face is not None and check.usable:
-            buffer = portrait_crop(images[check.index], face, side)
+            buffer = aligned_crop(images[check.index], face, side, context=2.0)
             crop_hash = context.files.put(png_with_params(buffer, {"kind": "face_crop"}), "png")
         results[photos[check.index][0]] = {
             "verdict": PhotoVerdict.USABLE if check.usable else PhotoVerdict.REJECTED, "problems": check.problems,

@@ -15,12 +15,12 @@ from engine.faces import (
     MIN_SHARPNESS,
     SAME_PERSON,
     Face,
+    aligned_crop,
     best_matches,
     check_photo,
     check_same_person,
     mean_identity,
     mix_identities,
-    portrait_crop,
     sharpness,
     similarity,
 )
@@ -208,10 +208,10 @@ def test_best_matches_come_first_and_a_picture_without_a_face_last(identity_a, i
 # --- crops and sharpness ------------------------------------------------------------------------------
 
 
-def test_the_portrait_crop_is_square_and_centred_on_the_face(analyzer):
+def test_the_aligned_crop_is_square_and_centred_on_the_face(analyzer):
     photo = face_photo([(150, 220, 180, PERSON_B)])
     face = analyzer.faces(photo)[0]
-    crop = portrait_crop(photo, face, 256)
+    crop = aligned_crop(photo, face, 256, context=2.0)
     assert crop.size == (256, 256)
     pixels = np.asarray(crop, dtype=np.float32)
     centre = pixels[118:138, 118:138].reshape(-1, 3).mean(axis=0)
@@ -223,7 +223,7 @@ def test_the_portrait_crop_is_square_and_centred_on_the_face(analyzer):
 def test_a_face_at_the_photo_edge_is_cropped_square_padded_with_the_edge(analyzer):
     photo = face_photo([(0, 440, 200, PERSON_A)])  # the face touches the left and bottom edges
     face = analyzer.faces(photo)[0]
-    crop = portrait_crop(photo, face, 128)
+    crop = aligned_crop(photo, face, 128, context=2.0)
     assert crop.size == (128, 128)
     centre = np.asarray(crop, dtype=np.float32)[56:72, 56:72].reshape(-1, 3).mean(axis=0)
     assert np.abs(centre - PERSON_A).max() < 10, centre
