@@ -26,7 +26,7 @@ from engine.styles import Style
 
 MAX_PHOTOS = 4
 MAX_BEST_OF = 4
-MAX_ITEMS = 60
+MAX_ITEMS = 100  # more than either catalogue holds: "all" is one job
 DEFAULT_SCALE = 0.8
 DEFAULT_BEST_OF = 2
 # The "none" style: identity prompts are styled by the portrait catalogues, not the art-style catalogue.
@@ -151,7 +151,8 @@ def resolve_identity(raw: dict, profile: Profile, catalogue: PortraitCatalogue, 
     styled, negative = catalogue.stylizations[name].apply(edited, str(raw.get("negative_prompt") or ""))
     stylization = catalogue.stylizations[name]
     item = IdentityItem(name=name, label=stylization.label, generation=_generation(raw, profile, styled, negative, rng))
-    item.generation["prompt"] = prompt  # what the user wrote; the full prompt says what was drawn
+    # What the user wrote; the full prompts say what was drawn (an edit starts again from the user's own).
+    item.generation.update(prompt=prompt, negative_prompt=str(raw.get("negative_prompt") or "").strip())
     return IdentityRequest(kind="identity", profile=profile.name, subject=prompt, items=[item], photos=photos,
                            mix_photos=mix_photos, mix=mix, edits=edits, edit_of=raw.get("edit_of") or None, **_shared(raw))
 
@@ -159,7 +160,7 @@ def resolve_identity(raw: dict, profile: Profile, catalogue: PortraitCatalogue, 
 def _chosen(raw: dict, key: str, known: dict, what: str) -> list[str]:
     chosen = raw.get(key) or []
     if chosen == "all":
-        return list(known)
+        chosen = list(known)
     if not isinstance(chosen, list) or not chosen:
         raise ParamError(f"Pick at least one {what} (or all of them).")
     unknown = [c for c in chosen if c not in known]

@@ -239,8 +239,10 @@ class LoraLibrary:
             return LoraView.of(row)
 
     def list(self, owner_id: str, profile: str | None = None, usable_only: bool = False) -> list[LoraView]:
+        """The owner's style and uploaded LoRAs (an avatar's identity LoRA is managed with its avatar)."""
         with self.db.session() as session:
-            query = select(TrainedModel).where(TrainedModel.owner_id == owner_id).order_by(TrainedModel.created_at.desc())
+            query = (select(TrainedModel).where(TrainedModel.owner_id == owner_id, TrainedModel.kind.in_(LORA_KINDS))
+                     .order_by(TrainedModel.created_at.desc()))
             if profile:
                 query = query.where(TrainedModel.profile == profile)
             if usable_only:
@@ -269,6 +271,8 @@ class LoraLibrary:
         """Remove the row, then its weights and training images where nothing else uses them."""
         with self.db.session() as session:
             row = self._row(session, owner_id, lora_id)
+            if row.kind not in LORA_KINDS:
+                raise LoraError("This is a digital avatar's identity LoRA: delete the avatar in the photo studio instead.")
             if row.state in LoraState.BUSY:
                 raise LoraError(f"This LoRA is still {row.state}: cancel its job first.")
             files = [(row.file_hash, "safetensors")] if row.file_hash else []

@@ -343,15 +343,20 @@ class StudioClient:
         self.options = FormOptions.of(profile, self.catalog, categories)
         self.conversations = ConversationClient(db)
 
-    def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:
-        """Validate, insert the job row, send the task. Raises InvalidRequest or QueueUnavailable."""
+    def validate(self, kind: str, raw_params: dict) -> dict:
+        """The request's parameters checked and completed, as a job of ``kind`` would store them (before the
+        rows it names are looked up); raises InvalidRequest with what to correct."""
         if kind not in JOB_KINDS:
             raise InvalidRequest(f"Unknown job kind {kind!r}. Known kinds: {', '.join(JOB_KINDS)}.")
-        spec, task = JOB_KINDS[kind], JOB_TASKS[kind]
         try:
-            params = spec.resolve(raw_params, self.profile, self.catalog).to_dict()
+            return JOB_KINDS[kind].resolve(raw_params, self.profile, self.catalog).to_dict()
         except ParamError as exc:
             raise InvalidRequest(str(exc)) from exc
+
+    def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:
+        """Validate, insert the job row, send the task. Raises InvalidRequest or QueueUnavailable."""
+        params = self.validate(kind, raw_params)
+        spec, task = JOB_KINDS[kind], JOB_TASKS[kind]
         with self.db.session() as session:
             job = repo.create_job(session, owner_id, kind, params, self.profile.name, origin, commit=False)
             try:

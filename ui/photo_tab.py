@@ -14,7 +14,6 @@ import gradio as gr
 import pandas as pd
 
 from engine.identity_request import DEFAULT_BEST_OF, DEFAULT_SCALE, MAX_BEST_OF
-from engine.portraits import find_class_word
 from storage import repo
 from storage.avatars import AvatarError, AvatarView
 from storage.models import JobState
@@ -28,6 +27,7 @@ STATUS_SECONDS = 0.5
 VERDICT_COLUMNS = ["Photo", "Verdict", "Reason"]
 PHOTO_COLUMNS = ["Photo", "Verdict", "Problems", "Similarity to the group", "Sharpness"]
 COMPOSITION_MARK = " 📐"
+BEST_OF_INFO = "Candidates drawn per picture; the most like the person kept."
 CONFIRM_DELETE = "I understand this deletes the photos, crops and the trained model"
 
 
@@ -125,6 +125,7 @@ class GroupedPicker:
 
     groups: list[gr.CheckboxGroup]
     names: list[str]  # every entry, in catalogue order
+    group_of: dict[str, int]  # entry -> the index of its group
 
     @property
     def inputs(self) -> list[gr.CheckboxGroup]:
@@ -135,6 +136,12 @@ class GroupedPicker:
         if picked and picked == set(self.names):
             return "all"
         return [name for name in self.names if name in picked]
+
+    def with_added(self, name: str, values) -> list:
+        """The groups' values with ``name`` ticked too (the others unchanged)."""
+        index = self.group_of[name]
+        return [gr.update() if i != index else list(dict.fromkeys([*(group or []), name]))
+                for i, group in enumerate(values)]
 
 
 def build_grouped_picker(categories: dict, entries: dict, elem_id: str, label: Callable, value: list[str]) -> GroupedPicker:
@@ -152,7 +159,7 @@ def build_grouped_picker(categories: dict, entries: dict, elem_id: str, label: C
     everyone = [members for members in everyone if members]
     select_all.click(lambda: everyone, None, groups, api_visibility="private")
     clear.click(lambda: [[] for _ in groups], None, groups, api_visibility="private")
-    return GroupedPicker(groups, list(entries))
+    return GroupedPicker(groups, list(entries), {name: i for i, members in enumerate(everyone) for name in members})
 
 
 def _attribute_dropdowns(catalogue, elem_id: str) -> list[gr.Dropdown]:
@@ -195,7 +202,7 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
             with gr.Row():
                 count = gr.Slider(1, options.max_count, value=2, step=1, label="Pictures", elem_id="photo-count")
                 best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="photo-best-of",
-                                    label="Candidates per picture (the most like the person kept)")
+                                    label="Best of", info=BEST_OF_INFO)
                 scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="photo-scale")
             with gr.Accordion("Seed, steps and guidance", open=False):
                 negative = gr.Textbox(label="Negative prompt", lines=1)
@@ -220,17 +227,19 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
 
     def run(paths, prompt_v, stylization_v, mix_paths, mix_v, count_v, best_of_v, scale_v, negative_v, seed_v, steps_v,
             guidance_v, cache_v, *edit_values, progress=gr.Progress()):
-        if not find_class_word(prompt_v or ""):
-            raise gr.Error("Say who is in the picture with a class word, e.g. 'a man in a garden' or '一个女孩在海边'.")
-        photos = faces.ids(paths, cache_v)
-        mix_photos = faces.ids(mix_paths, cache_v, required=False)
-        raw = dict(prompt=prompt_v, stylization=stylization_v, photos=photos, mix_photos=mix_photos, mix=mix_v,
-                   edits=_edits(catalogue, edit_values), count=count_v, best_of=best_of_v, scale=scale_v,
-                   negative_prompt=negative_v, seed=_seed(seed_v), steps=steps_v, guidance=guidance_v)
+        raw = dict(prompt=prompt_v, stylization=stylization_v, mix=mix_v, edits=_edits(catalogue, edit_values),
+                   count=count_v, best_of=best_of_v, scale=scale_v, negative_prompt=negative_v, seed=_seed(seed_v),
+                   steps=steps_v, guidance=guidance_v)
+        # The rest of the request is checked before the photos are stored, so a prompt to correct stores nothing.
+        try:
+            services.client.validate("identity", dict(raw, photos=["upload"] * max(1, len(paths or []))))
+        except InvalidRequest as exc:
+            raise gr.Error(str(exc)) from exc
+        raw.update(photos=faces.ids(paths, cache_v), mix_photos=faces.ids(mix_paths, cache_v, required=False))
         job = _submit(services, lambda: identity.portrait(services.owner_id, raw, origin="photo"))
         off = gr.update(interactive=False)
-        seed_v = job.params["items"][0]["generation"]["seed"]
-        yield job.id, [], [], None, f"Queued (seed {seed_v}) · job `{job.id}`", cache_v, off
+        pinned = job.params["items"][0]["generation"]["seed"]
+        yield job.id, [], [], None, f"Queued (seed {pinned}) · job `{job.id}`", cache_v, off
         for job in _track(services, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), gr.update(), gr.update(), job.stage, cache_v, off
@@ -284,6 +293,22 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
 # ------------------------------------------------------------------------------------------- Avatars
 
 
+def _avatar_previews(services: Services) -> tuple[list[tuple[str, str]], list[str], str]:
+    """Gallery items of the avatar styles with a preview on this profile, their names, and a note."""
+    store, profile = services.avatar_previews, services.options.profile.name
+    items, names = [], []
+    for name, style in services.identity.catalogue.avatar_styles.items():
+        if (path := store.path(profile, name)) is not None:
+            items.append((str(path), _both(style)))
+            names.append(name)
+    if not items:
+        return [], [], (f"No avatar style has a preview on the {profile} profile yet: "
+                        "`python app.py styles previews --avatars` renders them.")
+    noise = store.manifest(profile).get("noise")
+    noise = "**These previews were rendered by the tiny profile: they are noise.** " if noise else ""
+    return items, names, f"{noise}Click a preview to tick its style."
+
+
 def build_avatar_section(services: Services, enabled: bool) -> None:
     identity = services.identity
     catalogue = identity.catalogue
@@ -296,9 +321,14 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
             with gr.Accordion("Styles", open=True):
                 styles = build_grouped_picker(catalogue.avatar_categories, catalogue.avatar_styles, "avatar-styles", _both,
                                               value=list(catalogue.avatar_styles)[:4])
+            with gr.Accordion("Style previews", open=False) as previews_box:
+                preview_items, preview_names, preview_note = _avatar_previews(services)
+                previews = gr.Gallery(preview_items, columns=6, height=260, allow_preview=False, show_label=False,
+                                      object_fit="cover", elem_id="avatar-previews")
+                previews_note = gr.Markdown(preview_note)
             with gr.Row():
                 best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="avatar-best-of",
-                                    label="Candidates per style (the most like the person kept)")
+                                    label="Best of", info=BEST_OF_INFO)
                 scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="avatar-scale")
             with gr.Accordion("Seed and steps", open=False):
                 with gr.Row():
@@ -312,7 +342,17 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
         with gr.Column(scale=4):
             gallery = gr.Gallery(label="Avatars (most like the person first)", format="png", columns=4, height=600,
                                  object_fit="contain", elem_id="avatar-gallery", buttons=["download", "fullscreen"])
-    job_id, cache = gr.State(None), gr.State({})
+    job_id, cache, shown = gr.State(None), gr.State({}), gr.State(preview_names)
+    # Previews rendered since the page was built show up when the accordion is opened.
+    previews_box.expand(lambda: _avatar_previews(services), None, [previews, shown, previews_note],
+                        api_visibility="private")
+
+    def pick(evt: gr.SelectData, names: list[str], *groups):  # the event first: Gradio fills it in by position
+        if evt.index is None or evt.index >= len(names):
+            return [gr.update() for _ in groups]
+        return styles.with_added(names[evt.index], groups)
+
+    previews.select(pick, [shown, *styles.inputs], styles.inputs, api_visibility="private")
 
     def run(paths, subject_v, best_of_v, scale_v, seed_v, steps_v, cache_v, *groups, progress=gr.Progress()):
         chosen = styles.chosen(groups)
@@ -401,16 +441,16 @@ class AvatarViews:
         return gr.update(choices=choices, value=value if value in {v for _, v in choices} else None)
 
 
-def build_studio_section(services: Services, enabled: bool) -> None:
+def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None:
     identity = services.identity
     catalogue = identity.catalogue
     low, high = identity.photo_limits
     views = AvatarViews(services)
-    gr.Markdown(f"### 1 · Create a digital avatar\nUpload **{low}–{high} photos** of one person: the face clearly "
-                "visible, alone, sharp, from different angles and days. Each photo is checked; the usable faces are "
-                "cropped for training. The photos and crops stay yours and are deleted with the avatar.")
     with gr.Row():
         with gr.Column(scale=3):
+            gr.Markdown(f"### 1 · Create a digital avatar\nUpload **{low}–{high} photos** of one person: the face clearly "
+                        "visible, alone, sharp, from different angles and days. Each photo is checked; the usable faces "
+                        "are cropped for training. The photos and crops stay yours and are deleted with the avatar.")
             with gr.Row():
                 name = gr.Textbox(label="Avatar name", value="My avatar", elem_id="studio-name")
                 subject = gr.Textbox(label="Who (a class word)", placeholder="a woman / 一个女孩", elem_id="studio-subject")
@@ -422,37 +462,36 @@ def build_studio_section(services: Services, enabled: bool) -> None:
             verdicts = gr.Dataframe(pd.DataFrame([], columns=VERDICT_COLUMNS), interactive=False, wrap=True,
                                     label="Upload checks", elem_id="studio-verdicts")
         with gr.Column(scale=4):
-            summary = gr.Markdown("No avatar chosen.", elem_id="studio-avatar-state")
-            photos = gr.Dataframe(pd.DataFrame([], columns=PHOTO_COLUMNS), interactive=False, wrap=True,
-                                  label="The avatar's photos", elem_id="studio-photos")
-            crops = gr.Gallery(label="Usable face crops (the training set)", columns=6, height=220, object_fit="contain",
-                               elem_id="studio-crops")
-    gr.Markdown("### 2 · Train it")
-    with gr.Row():
-        with gr.Column(scale=3):
+            gr.Markdown("### 2 · Your avatars: check, train, delete")
             with gr.Row(equal_height=True):
-                avatar = gr.Dropdown(_avatar_choices(services), value=None, label="Your avatars", scale=4,
+                avatar = gr.Dropdown(_avatar_choices(services), value=None, label="Avatar", scale=4,
                                      elem_id="studio-avatar")
                 refresh = gr.Button("↻", scale=0, min_width=40, elem_id="studio-avatar-refresh")
-            train_steps = gr.Slider(10, 3000, value=AVATAR_TRAINING_STEPS, step=10, label="Training steps",
-                                    elem_id="studio-train-steps")
-            with gr.Row():
-                train_button = gr.Button("Train digital avatar", variant="primary", elem_id="studio-train", interactive=enabled)
-                train_cancel = gr.Button("Cancel training", variant="stop", elem_id="studio-train-cancel")
+            summary = gr.Markdown("No avatar chosen.", elem_id="studio-avatar-state")
+            photos = gr.Dataframe(pd.DataFrame([], columns=PHOTO_COLUMNS), interactive=False, wrap=True,
+                                  label="Its photos", elem_id="studio-photos")
+            crops = gr.Gallery(label="Usable face crops (the training set)", columns=6, height=200, object_fit="contain",
+                               elem_id="studio-crops")
+            with gr.Row(equal_height=True):
+                train_steps = gr.Slider(10, 3000, value=AVATAR_TRAINING_STEPS, step=10, label="Training steps", scale=3,
+                                        elem_id="studio-train-steps")
+                train_button = gr.Button("Train digital avatar", variant="primary", elem_id="studio-train", scale=2,
+                                         interactive=enabled)
+                train_cancel = gr.Button("Cancel training", variant="stop", elem_id="studio-train-cancel", scale=1)
             train_status = gr.Markdown(elem_id="studio-train-status")
-        with gr.Column(scale=2):
-            confirm = gr.Checkbox(value=False, label=CONFIRM_DELETE, elem_id="studio-delete-confirm")
-            delete_button = gr.Button("Delete avatar", variant="stop", elem_id="studio-delete")
+            with gr.Row(equal_height=True):
+                confirm = gr.Checkbox(value=False, label=CONFIRM_DELETE, elem_id="studio-delete-confirm", scale=3)
+                delete_button = gr.Button("Delete avatar", variant="stop", elem_id="studio-delete", scale=1)
             delete_status = gr.Markdown(elem_id="studio-delete-status")
-    gr.Markdown(f"### 3 · Photo templates\n{COMPOSITION_MARK.strip()} marks a template with a composition sketch that "
-                "sets the pose.")
+    gr.Markdown(f"### 3 · Photo templates of the chosen avatar\n{COMPOSITION_MARK.strip()} marks a template with a "
+                "composition sketch that sets the pose.")
     with gr.Row():
         with gr.Column(scale=3):
             templates = build_grouped_picker(catalogue.template_categories, catalogue.photo_templates, "studio-templates",
                                              lambda t: _both(t) + (COMPOSITION_MARK if t.composition else ""), value=[])
             with gr.Row():
                 best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="studio-best-of",
-                                    label="Candidates per template (the most like the avatar kept)")
+                                    label="Best of", info=BEST_OF_INFO)
                 scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="studio-scale")
             with gr.Accordion("Seed and steps", open=False):
                 with gr.Row():
@@ -493,20 +532,27 @@ def build_studio_section(services: Services, enabled: bool) -> None:
         for job in _track(services, job, progress):
             if not job.finished:
                 yield table, f"Checking the faces: {job.stage}", gr.update(), gr.update(), gr.update(), gr.update()
-        if job.state == JobState.FAILED:
-            yield table, f"**The face check failed:** {job.error}", views.dropdown(made.id), *views.details(made.id)
-            raise gr.Error(f"The face check failed: {job.error}")
+        if job.state != JobState.SUCCEEDED:
+            text = f"**The face check {job.state}:** {job.error or job.stage}. Press ↻ to check the avatar's state."
+            yield table, text, views.dropdown(made.id), *views.details(made.id)
+            if job.state == JobState.FAILED:
+                raise gr.Error(f"The face check failed: {job.error}")
+            return
         checked = views.get(made.id)
-        text = f"Checked: {job.stage}." + (" Train it below." if checked and checked.state == "checked" else "")
+        ready = checked is not None and checked.state == "checked"
+        text = f"Checked: {job.stage}." + (" Ready to train." if ready else "")
         yield table, text, views.dropdown(made.id), *views.details(made.id)
 
+    # Progress and errors show on the status lines, so they never cover a control the user needs next.
     create_button.click(create, [name, subject, files], [verdicts, status, avatar, *details], api_visibility="private",
-                        concurrency_limit=None)
+                        concurrency_limit=None, show_progress_on=status)
 
     avatar.input(views.details, avatar, details, api_visibility="private")
     # Avatars made or changed in another browser show up when the list is opened or on ↻.
     avatar.focus(views.dropdown, avatar, avatar, api_visibility="private")
-    refresh.click(lambda a: (views.dropdown(a), *views.details(a)), avatar, [avatar, *details], api_visibility="private")
+    tab.select(views.dropdown, avatar, avatar, api_visibility="private")
+    refresh.click(lambda a: (views.dropdown(a), *views.details(a)), avatar, [avatar, *details], api_visibility="private",
+                  show_progress_on=summary)
 
     def train(avatar_id, steps_v, progress=gr.Progress()):
         if not avatar_id:
@@ -528,7 +574,7 @@ def build_studio_section(services: Services, enabled: bool) -> None:
         yield None, views.dropdown(avatar_id), _avatar_summary(trained), text
 
     train_button.click(train, [avatar, train_steps], [train_job, avatar, summary, train_status], api_visibility="private",
-                       concurrency_limit=None)
+                       concurrency_limit=None, show_progress_on=train_status)
     train_cancel.click(services.cancel, train_job, train_status, api_visibility="private")
 
     def delete(avatar_id, confirmed):
@@ -544,7 +590,8 @@ def build_studio_section(services: Services, enabled: bool) -> None:
         text = f"Deleted '{gone.name if gone else avatar_id}' with its photos, face crops and trained model."
         return (views.dropdown(None), *views.details(None), False, text)
 
-    delete_button.click(delete, [avatar, confirm], [avatar, *details, confirm, delete_status], api_visibility="private")
+    delete_button.click(delete, [avatar, confirm], [avatar, *details, confirm, delete_status], api_visibility="private",
+                        show_progress_on=delete_status)
 
     def render(avatar_id, best_of_v, scale_v, seed_v, steps_v, *groups, progress=gr.Progress()):
         if not avatar_id:
@@ -581,5 +628,5 @@ def build_photo_tab(services: Services) -> None:
             build_photomaker_section(services, enabled)
         with gr.Tab("Avatars", id="photo-avatars-tab"):
             build_avatar_section(services, enabled)
-        with gr.Tab("Photo studio", id="photo-studio-tab"):
-            build_studio_section(services, enabled)
+        with gr.Tab("Photo studio", id="photo-studio-tab") as studio_tab:
+            build_studio_section(services, enabled, studio_tab)

@@ -92,6 +92,7 @@ def test_an_attribute_edit_holds_the_identity_and_the_seed(shared_studio, portra
     assert after.parent_id == before.id and after.params["edit_of"] == before.id
     assert option.words in after.params["full_prompt"] and after.params["edits"] == {"hair_colour": option.name}
     assert after.params["seed"] == before.params["seed"]
+    assert after.params["full_negative_prompt"] == before.params["full_negative_prompt"]  # the style's negative once
 
 
 def test_two_people_mixed_and_a_photo_without_a_face(shared_studio, faces_of_a):
