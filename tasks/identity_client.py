@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.identity_request import MAX_PHOTOS, avatar_person
+from engine.identity_request import DEFAULT_BEST_OF, DEFAULT_SCALE, MAX_BEST_OF, MAX_PHOTOS, avatar_person
 from engine.lora_request import DEFAULT_RANK
 from engine.portraits import find_class_word
 from storage import repo
@@ -41,6 +41,10 @@ class Portrait:
 class IdentityClient:
     def __init__(self, client: StudioClient, avatars: AvatarLibrary, materials: MaterialLibrary):
         self.client, self.avatars, self.materials = client, avatars, materials
+
+    # The portrait forms' starting values and limits: candidates per picture (best of) and face strength.
+    best_of = (DEFAULT_BEST_OF, MAX_BEST_OF)
+    default_scale = DEFAULT_SCALE
 
     @property
     def catalogue(self):

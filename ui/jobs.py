@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Generator
+from typing import Callable, Generator, Iterator
 
 import gradio as gr
 
@@ -12,14 +12,28 @@ from tasks.client import InvalidRequest, JobView, QueueUnavailable
 from ui.services import Services
 
 POLL_SECONDS = 0.1
+# Seconds between status-line redraws while a job runs (the progress bar follows every poll).
+STATUS_SECONDS = 0.5
 
 
-def wait_for_job(services: Services, job: JobView, progress: gr.Progress) -> JobView:
-    """Block until the job has finished, showing its progress and stage; return its final view."""
+def track_job(services: Services, job: JobView, progress: gr.Progress) -> Iterator[JobView]:
+    """Poll the job until it ends, mirroring its progress and stage in the bar. Yields the job about twice a
+    second while it runs (for a status line), and its final view last."""
+    shown = time.monotonic()
     while not job.finished:
         time.sleep(POLL_SECONDS)
         job = services.client.job(services.owner_id, job.id)
         progress(job.progress, desc=job.stage)
+        if not job.finished and time.monotonic() - shown >= STATUS_SECONDS:
+            shown = time.monotonic()
+            yield job
+    yield job
+
+
+def wait_for_job(services: Services, job: JobView, progress: gr.Progress) -> JobView:
+    """Block until the job has finished, showing its progress and stage; return its final view."""
+    for job in track_job(services, job, progress):
+        pass
     return job
 
 

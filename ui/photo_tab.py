@@ -5,25 +5,21 @@ attribute edits and a second person mixed in), an avatar per style, and the phot
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import gradio as gr
 import pandas as pd
 
-from engine.identity_request import DEFAULT_BEST_OF, DEFAULT_SCALE, MAX_BEST_OF
 from storage import repo
 from storage.avatars import AvatarError, AvatarView
 from storage.models import JobState
 from tasks.client import InvalidRequest, JobView, QueueUnavailable
 from tasks.identity_client import AVATAR_TRAINING_STEPS, Portrait
-from ui.jobs import POLL_SECONDS, warn_if_no_worker
+from ui.jobs import track_job, warn_if_no_worker
 from ui.services import Services, banner
 
-# Seconds between status-line redraws while a job runs (the progress bar follows every poll).
-STATUS_SECONDS = 0.5
 VERDICT_COLUMNS = ["Photo", "Verdict", "Reason"]
 PHOTO_COLUMNS = ["Photo", "Verdict", "Problems", "Similarity to the group", "Sharpness"]
 COMPOSITION_MARK = " 📐"
@@ -51,20 +47,6 @@ def _submit(services: Services, call: Callable[[], JobView]) -> JobView:
         raise gr.Error(str(exc)) from exc
     warn_if_no_worker(services)
     return job
-
-
-def _track(services: Services, job: JobView, progress: gr.Progress) -> Iterator[JobView]:
-    """Poll the job until it ends, mirroring its progress and stage in the bar. Yields the job about twice a
-    second while it runs (for a status line), and its final view last."""
-    shown = time.monotonic()
-    while not job.finished:
-        time.sleep(POLL_SECONDS)
-        job = services.client.job(services.owner_id, job.id)
-        progress(job.progress, desc=job.stage)
-        if not job.finished and time.monotonic() - shown >= STATUS_SECONDS:
-            shown = time.monotonic()
-            yield job
-    yield job
 
 
 def _ended(job: JobView, what: str) -> str | None:
@@ -162,6 +144,14 @@ def build_grouped_picker(categories: dict, entries: dict, elem_id: str, label: C
     return GroupedPicker(groups, list(entries), {name: i for i, members in enumerate(everyone) for name in members})
 
 
+def _likeness_controls(identity, prefix: str) -> tuple[gr.Slider, gr.Slider]:
+    """Candidates per picture (best of N) and face strength: the two controls every identity form has."""
+    default, most = identity.best_of
+    best_of = gr.Slider(1, most, value=default, step=1, label="Best of", info=BEST_OF_INFO, elem_id=f"{prefix}-best-of")
+    scale = gr.Slider(0, 1.5, value=identity.default_scale, step=0.05, label="Face strength", elem_id=f"{prefix}-scale")
+    return best_of, scale
+
+
 def _attribute_dropdowns(catalogue, elem_id: str) -> list[gr.Dropdown]:
     dropdowns = []
     with gr.Row():
@@ -201,9 +191,7 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
                 attributes = _attribute_dropdowns(catalogue, "photo-attr")
             with gr.Row():
                 count = gr.Slider(1, options.max_count, value=2, step=1, label="Pictures", elem_id="photo-count")
-                best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="photo-best-of",
-                                    label="Best of", info=BEST_OF_INFO)
-                scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="photo-scale")
+                best_of, scale = _likeness_controls(identity, "photo")
             with gr.Accordion("Seed, steps and guidance", open=False):
                 negative = gr.Textbox(label="Negative prompt", lines=1)
                 with gr.Row():
@@ -240,7 +228,7 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
         off = gr.update(interactive=False)
         pinned = job.params["items"][0]["generation"]["seed"]
         yield job.id, [], [], None, f"Queued (seed {pinned}) · job `{job.id}`", cache_v, off
-        for job in _track(services, job, progress):
+        for job in track_job(services, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), gr.update(), gr.update(), job.stage, cache_v, off
         if (text := _ended(job, "PhotoMaker")) is not None:
@@ -272,7 +260,7 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
             raise gr.Error("Choose at least one attribute to change (the others stay as they are).")
         job = _submit(services, lambda: identity.edit(services.owner_id, asset_id, edits, origin="photo"))
         yield job.id, gr.update(), f"Redrawing with {', '.join(edits.values())} · job `{job.id}`"
-        for job in _track(services, job, progress):
+        for job in track_job(services, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), job.stage
         if (text := _ended(job, "The edit")) is not None:
@@ -327,9 +315,7 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
                                       object_fit="cover", elem_id="avatar-previews")
                 previews_note = gr.Markdown(preview_note)
             with gr.Row():
-                best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="avatar-best-of",
-                                    label="Best of", info=BEST_OF_INFO)
-                scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="avatar-scale")
+                best_of, scale = _likeness_controls(identity, "avatar")
             with gr.Accordion("Seed and steps", open=False):
                 with gr.Row():
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random; one seed for every style)")
@@ -363,7 +349,7 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
                    steps=steps_v)
         job = _submit(services, lambda: identity.avatar_batch(services.owner_id, raw, origin="photo"))
         yield job.id, [], f"Queued: {len(job.params['items'])} style(s) · job `{job.id}`", cache_v
-        for job in _track(services, job, progress):
+        for job in track_job(services, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), job.stage, cache_v
         if (text := _ended(job, "The avatars")) is not None:
@@ -490,9 +476,7 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
             templates = build_grouped_picker(catalogue.template_categories, catalogue.photo_templates, "studio-templates",
                                              lambda t: _both(t) + (COMPOSITION_MARK if t.composition else ""), value=[])
             with gr.Row():
-                best_of = gr.Slider(1, MAX_BEST_OF, value=DEFAULT_BEST_OF, step=1, elem_id="studio-best-of",
-                                    label="Best of", info=BEST_OF_INFO)
-                scale = gr.Slider(0, 1.5, value=DEFAULT_SCALE, step=0.05, label="Face strength", elem_id="studio-scale")
+                best_of, scale = _likeness_controls(identity, "studio")
             with gr.Accordion("Seed and steps", open=False):
                 with gr.Row():
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
@@ -529,7 +513,7 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
         table = _verdict_table(found)
         yield (table, f"Avatar '{made.name}' created: checking its faces · job `{job.id}`", views.dropdown(made.id),
                *views.details(made.id))
-        for job in _track(services, job, progress):
+        for job in track_job(services, job, progress):
             if not job.finished:
                 yield table, f"Checking the faces: {job.stage}", gr.update(), gr.update(), gr.update(), gr.update()
         if job.state != JobState.SUCCEEDED:
@@ -559,7 +543,7 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
             raise gr.Error("Choose an avatar first (or create one above).")
         job = _submit(services, lambda: identity.train_avatar(services.owner_id, avatar_id, {"steps": steps_v}, origin="photo"))
         yield job.id, views.dropdown(avatar_id), _avatar_summary(views.get(avatar_id)), f"Training queued · job `{job.id}`"
-        for job in _track(services, job, progress):
+        for job in track_job(services, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), gr.update(), f"Training: {job.stage} · job `{job.id}`"
         trained = views.get(avatar_id)
@@ -602,7 +586,7 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
         raw = dict(templates=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v), steps=steps_v)
         job = _submit(services, lambda: identity.render_templates(services.owner_id, avatar_id, raw, origin="photo"))
         yield job.id, [], f"Queued: {len(job.params['items'])} template(s) · job `{job.id}`"
-        for job in _track(services, job, progress):
+        for job in track_job(services, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), job.stage
         if (text := _ended(job, "Rendering")) is not None:
