@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
@@ -66,6 +66,19 @@ def _portrait_items(services: Services, portraits: list[Portrait]) -> list[tuple
             if asset is not None:
                 items.append((str(services.asset_path(asset)), portrait.caption))
     return items
+
+
+def _follow(services: Services, job: JobView, progress: gr.Progress, what: str, queued: str) -> Iterator[tuple]:
+    """(job id, gallery, result ids, status) while an identity job waits, runs and ends: the gallery
+    empties, then fills with the job's pictures, most like the person first; a failure raises its message."""
+    yield job.id, [], [], queued
+    for job in track_job(services, job, progress):
+        if not job.finished:
+            yield job.id, gr.update(), gr.update(), job.stage
+    if (text := _ended(job, what)) is not None:
+        yield None, [], [], text
+        return
+    yield None, *_results(services, job)
 
 
 def _results(services: Services, job: JobView) -> tuple[list, list[str], str]:
@@ -152,6 +165,18 @@ def _likeness_controls(identity, prefix: str) -> tuple[gr.Slider, gr.Slider]:
     return best_of, scale
 
 
+def _batch_settings(services: Services, prefix: str, seed_label: str) -> tuple[gr.Slider, gr.Slider, gr.Number, gr.Slider]:
+    """A batch form's settings (one picture per style or template): best of, face strength, seed and steps."""
+    with gr.Row():
+        best_of, scale = _likeness_controls(services.identity, prefix)
+    with gr.Accordion("Seed and steps", open=False):
+        with gr.Row():
+            seed = gr.Number(value=-1, precision=0, label=seed_label)
+            steps = gr.Slider(1, services.options.max_steps, value=services.options.profile.steps, step=1, label="Steps",
+                              elem_id=f"{prefix}-steps")
+    return best_of, scale, seed, steps
+
+
 def _attribute_dropdowns(catalogue, elem_id: str) -> list[gr.Dropdown]:
     dropdowns = []
     with gr.Row():
@@ -225,17 +250,9 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
             raise gr.Error(str(exc)) from exc
         raw.update(photos=faces.ids(paths, cache_v), mix_photos=faces.ids(mix_paths, cache_v, required=False))
         job = _submit(services, lambda: identity.portrait(services.owner_id, raw, origin="photo"))
-        off = gr.update(interactive=False)
-        pinned = job.params["items"][0]["generation"]["seed"]
-        yield job.id, [], [], None, f"Queued (seed {pinned}) · job `{job.id}`", cache_v, off
-        for job in track_job(services, job, progress):
-            if not job.finished:
-                yield job.id, gr.update(), gr.update(), gr.update(), job.stage, cache_v, off
-        if (text := _ended(job, "PhotoMaker")) is not None:
-            yield None, [], [], None, text, cache_v, off
-            return
-        items, ids, text = _results(services, job)
-        yield None, items, ids, None, text, cache_v, off
+        queued = f"Queued (seed {job.params['items'][0]['generation']['seed']}) · job `{job.id}`"
+        for running, items, ids, text in _follow(services, job, progress, "PhotoMaker", queued):
+            yield running, items, ids, None, text, cache_v, gr.update(interactive=False)
 
     form = [files, prompt, stylization, mix_files, mix, count, best_of, scale, negative, seed, steps, guidance, cache,
             *attributes]
@@ -314,13 +331,7 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
                 previews = gr.Gallery(preview_items, columns=6, height=260, allow_preview=False, show_label=False,
                                       object_fit="cover", elem_id="avatar-previews")
                 previews_note = gr.Markdown(preview_note)
-            with gr.Row():
-                best_of, scale = _likeness_controls(identity, "avatar")
-            with gr.Accordion("Seed and steps", open=False):
-                with gr.Row():
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random; one seed for every style)")
-                    steps = gr.Slider(1, services.options.max_steps, value=services.options.profile.steps, step=1,
-                                      label="Steps", elem_id="avatar-steps")
+            best_of, scale, seed, steps = _batch_settings(services, "avatar", "Seed (-1 = random; one seed for every style)")
             with gr.Row():
                 run_button = gr.Button("Generate avatars", variant="primary", elem_id="avatar-generate", interactive=enabled)
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="avatar-cancel")
@@ -348,15 +359,9 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
         raw = dict(subject=subject_v, photos=photos, styles=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v),
                    steps=steps_v)
         job = _submit(services, lambda: identity.avatar_batch(services.owner_id, raw, origin="photo"))
-        yield job.id, [], f"Queued: {len(job.params['items'])} style(s) · job `{job.id}`", cache_v
-        for job in track_job(services, job, progress):
-            if not job.finished:
-                yield job.id, gr.update(), job.stage, cache_v
-        if (text := _ended(job, "The avatars")) is not None:
-            yield None, [], text, cache_v
-            return
-        items, _, text = _results(services, job)
-        yield None, items, text, cache_v
+        queued = f"Queued: {len(job.params['items'])} style(s) · job `{job.id}`"
+        for running, items, _, text in _follow(services, job, progress, "The avatars", queued):
+            yield running, items, text, cache_v
 
     run_button.click(run, [files, subject, best_of, scale, seed, steps, cache, *styles.inputs],
                      [job_id, gallery, status, cache], api_visibility="private", concurrency_limit=None)
@@ -475,13 +480,7 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
         with gr.Column(scale=3):
             templates = build_grouped_picker(catalogue.template_categories, catalogue.photo_templates, "studio-templates",
                                              lambda t: _both(t) + (COMPOSITION_MARK if t.composition else ""), value=[])
-            with gr.Row():
-                best_of, scale = _likeness_controls(identity, "studio")
-            with gr.Accordion("Seed and steps", open=False):
-                with gr.Row():
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-                    steps = gr.Slider(1, services.options.max_steps, value=services.options.profile.steps, step=1,
-                                      label="Steps", elem_id="studio-steps")
+            best_of, scale, seed, steps = _batch_settings(services, "studio", "Seed (-1 = random; one seed for every template)")
             with gr.Row():
                 render_button = gr.Button("Render", variant="primary", elem_id="studio-render", interactive=enabled)
                 render_cancel = gr.Button("Cancel", variant="stop", elem_id="studio-render-cancel")
@@ -585,15 +584,9 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
             raise gr.Error("Pick at least one photo template (or Select all).")
         raw = dict(templates=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v), steps=steps_v)
         job = _submit(services, lambda: identity.render_templates(services.owner_id, avatar_id, raw, origin="photo"))
-        yield job.id, [], f"Queued: {len(job.params['items'])} template(s) · job `{job.id}`"
-        for job in track_job(services, job, progress):
-            if not job.finished:
-                yield job.id, gr.update(), job.stage
-        if (text := _ended(job, "Rendering")) is not None:
-            yield None, [], text
-            return
-        items, _, text = _results(services, job)
-        yield None, items, text
+        queued = f"Queued: {len(job.params['items'])} template(s) · job `{job.id}`"
+        for running, items, _, text in _follow(services, job, progress, "Rendering", queued):
+            yield running, items, text
 
     render_button.click(render, [avatar, best_of, scale, seed, steps, *templates.inputs], [render_job, gallery, render_status],
                         api_visibility="private", concurrency_limit=None)
