@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import random
 import statistics
 import sys
@@ -54,6 +53,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.common import machine, onnx_runtime, sync, timed  # noqa: E402
 from engine.cascade import run_cascade  # noqa: E402
 from engine.faces import similarity  # noqa: E402
 from engine.identity import IdentityCondition, identity_applied  # noqa: E402
@@ -89,17 +89,6 @@ def real_photo(path: Path | None) -> Image.Image:
     canvas = Image.new("RGB", PHOTO_SIZE)
     canvas.paste(photo, ((PHOTO_SIZE[0] - photo.width) // 2, (PHOTO_SIZE[1] - photo.height) // 2))
     return canvas
-
-
-def timed(call, *args, **kwargs):
-    start = time.perf_counter()
-    value = call(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 # --- one run ------------------------------------------------------------------------------------------
@@ -143,24 +132,6 @@ def one_run(index: int, photo, analyzer, params, profile, cache, scale: float) -
 
 
 # --- the report ---------------------------------------------------------------------------------------
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    where = f"{device}: {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else "cpu"
-    return (f"{platform.node()}, {platform.platform()}, {cpu}, {os.cpu_count()} CPUs, torch threads "
-            f"{torch.get_num_threads()}; diffusion on {where}; python {platform.python_version()}, torch "
-            f"{torch.__version__}, diffusers {diffusers.__version__}, onnxruntime {onnxruntime.__version__} "
-            f"({', '.join(onnxruntime.get_available_providers())})")
-
 
 def report(samples: list[dict], scores: list[float | None], found: list[int]) -> None:
     rows = (*STAGES[:3], ADAPTER, STAGES[3])
@@ -233,7 +204,7 @@ def main() -> None:
         print(f"picture: {profile.name} profile, {params.width}x{params.height} px, {params.steps} steps, guidance "
               f"{params.guidance:g}, sampler {params.sampler}, base stage only, 1 image per job; identity scale "
               f"{args.scale:g}; photo {photo.width}x{photo.height} px", flush=True)
-        print(f"machine: {machine(device)}", flush=True)
+        print("machine:", machine(device, "diffusion", {"diffusers": diffusers.__version__, "onnxruntime": onnx_runtime()}), flush=True)
 
         print("loading the face pack, the pipeline and the adapter's weights (warm-up run, not timed) ...", flush=True)
         analyzer = cache.faces(profile)

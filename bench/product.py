@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,6 +50,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from bench.common import machine, onnx_runtime, timed  # noqa: E402
 from engine.cascade import set_sampler  # noqa: E402
 from engine.loader import PipelineCache, Placement  # noqa: E402
 from engine.params import ParamError  # noqa: E402
@@ -117,12 +117,6 @@ def use_local_segmenter(profile) -> None:
 
 # --- one picture, stage by stage ----------------------------------------------------------------------
 
-def timed(call, *args, **kwargs):
-    start = time.perf_counter()
-    value = call(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
 def inpaint(placed, scene, settings: RenderSettings, pipe) -> tuple[Image.Image, float, float]:
     """The background, made as render_product_picture makes it; the prompt encoding's and the pipeline
     call's own seconds."""
@@ -170,23 +164,6 @@ def one_picture(photo, segmenter, scene, placement, settings: RenderSettings, pi
 
 
 # --- the report ---------------------------------------------------------------------------------------
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    where = f"{device}: {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else "cpu"
-    import onnxruntime
-    return (f"{platform.node()}, {platform.platform()}, {cpu}, {os.cpu_count()} CPUs, torch threads "
-            f"{torch.get_num_threads()}; diffusion on {where}; python {platform.python_version()}, torch "
-            f"{torch.__version__}, diffusers {diffusers.__version__}, onnxruntime {onnxruntime.__version__} "
-            f"({', '.join(onnxruntime.get_available_providers())})")
-
 
 def report(samples: list[dict], render_s: float, render_diff: int, file_bytes: list[int]) -> None:
     medians = {stage: statistics.median(s[stage] for s in samples) for stage in (*STAGES, PROMPTS, PIPELINE_ONLY)}
@@ -256,7 +233,7 @@ def main() -> None:
               f"at {settings(0).generation_size[0]}x{settings(0).generation_size[1]} px, {request.steps} steps, "
               f"sampler {profile.sampler}, ControlNet {control}, "
               f"scene {scene.name}, photo {photo.width}x{photo.height} px", flush=True)
-        print(f"machine: {machine(device)}", flush=True)
+        print("machine:", machine(device, "diffusion", {"diffusers": diffusers.__version__, "onnxruntime": onnx_runtime()}), flush=True)
 
         print("loading the segmenter and the inpainting pipeline (warm-up, not timed) ...", flush=True)
         def segmenter():

@@ -52,7 +52,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -84,6 +83,7 @@ from diffusers import (  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
+from bench.common import machine, sync  # noqa: E402
 from engine.cascade import Cancelled  # noqa: E402
 from engine.loader import PipelineCache, Placement  # noqa: E402
 from engine.lora_request import MAX_TRAIN_STEPS, RANKS, resolve_training, training_resolution  # noqa: E402
@@ -203,11 +203,6 @@ def parameters(module) -> int:
 
 # --- one configuration -----------------------------------------------------------------------------------
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def training_request(args, profile, train_text_encoder: bool):
     """The request as the studio resolves it (its checks included), at --resolution when given."""
     raw = {"lora_id": "bench", "trigger": TRIGGER, "rank": args.rank, "batch_size": args.batch, "seed": 0,
@@ -283,22 +278,6 @@ def run_config(base, profile, examples, args, device: str, train_text_encoder: b
 
 
 # --- the report ------------------------------------------------------------------------------------------
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    where = f"{device}: {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else "cpu"
-    return (f"{platform.node()}, {platform.platform()}, {cpu}, {os.cpu_count()} CPUs, torch threads "
-            f"{torch.get_num_threads()}; training on {where}; python {platform.python_version()}, torch "
-            f"{torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}, "
-            f"peft {peft.__version__}")
-
 
 def report(arch: str, device: str, dtype_name: str, rows: list[dict], args) -> None:
     header = (f"  {'arch':5} {'text enc':8} {'device':6} {'dtype':8} {'res':>5} {'rank':>4} {'batch':>5} "
@@ -410,7 +389,7 @@ def main() -> None:
         print(f"training: {IMAGES} gradient pictures at {args.resolution} px, rank {args.rank}, batch {args.batch}, "
               f"{args.warmup} warm-up + {args.steps} timed steps, no samples, no checkpoints while timed; "
               f"text encoders {'frozen, then trained' if compare else 'frozen'}", flush=True)
-        print(f"machine: {machine(device)}", flush=True)
+        print("machine:", machine(device, "training", {"diffusers": diffusers.__version__, "transformers": transformers.__version__, "peft": peft.__version__}), flush=True)
         print(f"timed runs, 1-minute load average before: {os.getloadavg()[0]:.2f}", flush=True)
 
         examples = gradient_images(args.resolution)
