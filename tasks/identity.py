@@ -50,7 +50,7 @@ def photos_identity(context: WorkerContext, analyzer: FaceAnalyzer, digests: lis
     for number, digest in enumerate(digests, start=1):
         faces = analyzer.faces(_open(context, digest))
         if not faces:
-            raise JobError(f"No face was found in {whose} photo {number}: use a photo where the face is clearly visible.")
+            raise JobError(f"No face was found in {whose}photo {number}: use a photo where the face is clearly visible.")
         embeddings.append(faces[0].embedding)  # the largest face, where a photo has several
     return mean_identity(embeddings)
 
@@ -64,9 +64,9 @@ def request_identity(context: WorkerContext, job, request: IdentityRequest, anal
         if stored is None:
             raise JobError("The avatar was deleted, or none of its photos passed the checks.")
         return np.asarray(stored, dtype=np.float32)
-    identity = photos_identity(context, analyzer, request.photo_hashes, "the")
+    identity = photos_identity(context, analyzer, request.photo_hashes, "")
     if request.mix_hashes and request.mix > 0:
-        identity = mix_identities(identity, photos_identity(context, analyzer, request.mix_hashes, "the second person's"), request.mix)
+        identity = mix_identities(identity, photos_identity(context, analyzer, request.mix_hashes, "the second person's "), request.mix)
     return identity
 
 

@@ -84,7 +84,7 @@ class IdentityClient:
                 raise InvalidRequest(f"No PhotoMaker picture {asset_id} to edit.")
             params = dict(source.params)
         kept = {key: params[key] for key in KEPT_FOR_EDITS if key in params}
-        kept.update(stylization=params.get("preset"), edits={**params.get("edits", {}), **{k: v for k, v in edits.items()}},
+        kept.update(stylization=params.get("preset"), edits={**params.get("edits", {}), **edits},
                     edit_of=asset_id, count=1, best_of=1)
         return self.client.submit(owner_id, "identity", kept, origin)
 

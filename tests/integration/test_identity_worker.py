@@ -107,7 +107,7 @@ def test_two_people_mixed_and_a_photo_without_a_face(shared_studio, faces_of_a):
     empty = client.upload_faces(studio.owner, [("empty.png", png(face_photo([], seed=3)))])
     job = client.portrait(studio.owner, dict(FAST, prompt="a man", photos=faces_of_a + empty, best_of=1))
     failed = studio.wait_job(job.id, 120)
-    assert failed.state == "failed" and "No face was found in the photo 3" in failed.error
+    assert failed.state == "failed" and "No face was found in photo 3" in failed.error
 
 
 def test_requests_a_user_must_correct(shared_studio, faces_of_a):
