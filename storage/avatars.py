@@ -8,7 +8,7 @@ stores the crops and embeddings. Every query filters by owner; deleting an avata
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from PIL import Image
@@ -19,7 +19,7 @@ from storage import repo
 from storage.db import Database
 from storage.files import FileStore
 from storage.loras import ImageVerdict, LoraView, check_training_images
-from storage.models import Asset, Avatar, AvatarPhoto, LoraState, PhotoVerdict, TrainedModel
+from storage.models import Asset, Avatar, AvatarPhoto, Job, JobState, LoraState, PhotoVerdict, TrainedModel
 
 MIN_PHOTOS, MAX_PHOTOS = 5, 20
 MIN_PHOTO_SIDE = 256
@@ -66,13 +66,19 @@ class AvatarView:
     created_at: datetime
     photos: list[PhotoView]
     lora: LoraView | None
-    has_identity: bool = field(default=False)
+    has_identity: bool = False
+    check_ended: bool = False  # the face_check job has ended (succeeded, failed or cancelled)
+    check_error: str | None = None
 
     @classmethod
-    def of(cls, row: Avatar) -> "AvatarView":
+    def of(cls, session: Session, row: Avatar) -> "AvatarView":
+        check = session.get(Job, row.check_job_id) if row.check_job_id else None
         return cls(id=row.id, name=row.name, subject=row.subject, profile=row.profile, check_job_id=row.check_job_id,
                    created_at=row.created_at, photos=[PhotoView.of(p) for p in row.photos],
-                   lora=LoraView.of(row.lora) if row.lora is not None else None, has_identity=row.identity is not None)
+                   lora=LoraView.of(row.lora) if row.lora is not None else None, has_identity=row.identity is not None,
+                   check_ended=check is not None and check.state in JobState.FINISHED,
+                   check_error=(check.error or f"the check was {check.state}")
+                   if check is not None and check.state in (JobState.FAILED, JobState.CANCELLED) else None)
 
     @property
     def usable(self) -> list[PhotoView]:
@@ -80,11 +86,12 @@ class AvatarView:
 
     @property
     def state(self) -> str:
-        """checking, needs photos, checked (ready to train), training, ready (trained) or failed."""
+        """checking, check failed, needs photos, checked (ready to train), training, ready (trained) or failed."""
         if self.lora is not None and self.lora.state in (LoraState.READY, LoraState.TRAINING, LoraState.FAILED):
             return {LoraState.READY: "ready", LoraState.TRAINING: "training", LoraState.FAILED: "failed"}[self.lora.state]
         if any(p.verdict == PhotoVerdict.PENDING for p in self.photos):
-            return "checking"
+            # A check that ended and left photos unchecked failed or was cancelled: they can be checked again.
+            return "check failed" if self.check_ended else "checking"
         return "checked" if len(self.usable) >= MIN_PHOTOS else "needs photos"
 
     def to_dict(self) -> dict:
@@ -92,7 +99,7 @@ class AvatarView:
                 "usable_photos": len(self.usable), "photos": [p.to_dict() for p in self.photos],
                 "lora_id": self.lora.id if self.lora else None, "check_job_id": self.check_job_id,
                 "training_job_id": self.lora.job_id if self.lora else None,
-                "lora_note": self.lora.state_note if self.lora else None, "created_at": self.created_at.isoformat() + "Z"}
+                "lora_note": self.lora.state_note if self.lora else None, "check_error": self.check_error, "created_at": self.created_at.isoformat() + "Z"}
 
 
 def _colours(image: Image.Image) -> int:
@@ -143,17 +150,17 @@ class AvatarLibrary:
                                       height=v.upload.image.height) for i, (v, digest) in enumerate(stored)]
             session.add(row)
             session.commit()
-            return AvatarView.of(row)
+            return AvatarView.of(session, row)
 
     def list(self, owner_id: str) -> list[AvatarView]:
         with self.db.session() as session:
             rows = session.scalars(select(Avatar).where(Avatar.owner_id == owner_id).order_by(Avatar.created_at.desc()))
-            return [AvatarView.of(row) for row in rows]
+            return [AvatarView.of(session, row) for row in rows]
 
     def get(self, owner_id: str, avatar_id: str) -> AvatarView | None:
         with self.db.session() as session:
             row = session.get(Avatar, avatar_id)
-            return AvatarView.of(row) if row is not None and row.owner_id == owner_id else None
+            return AvatarView.of(session, row) if row is not None and row.owner_id == owner_id else None
 
     def photo(self, owner_id: str, avatar_id: str, photo_id: str, crop: bool = False):
         """The path of one of the avatar's photos (or its face crop)."""
@@ -171,7 +178,7 @@ class AvatarLibrary:
             row = self._row(session, owner_id, avatar_id)
             row.name = " ".join(name.split())[:MAX_NAME_CHARS] or row.name
             session.commit()
-            return AvatarView.of(row)
+            return AvatarView.of(session, row)
 
     def delete(self, owner_id: str, avatar_id: str) -> None:
         """Remove the avatar with its photos, crops, embeddings, identity LoRA and training samples: rows
@@ -203,9 +210,10 @@ class AvatarLibrary:
         set, ready for a ``train_avatar`` job; returns its id."""
         with self.db.session() as session:
             row = self._row(session, owner_id, avatar_id)
-            view = AvatarView.of(row)
-            if view.state == "checking":
-                raise AvatarError("The photos are still being checked: wait for the check to finish.")
+            view = AvatarView.of(session, row)
+            if view.state in ("checking", "check failed"):
+                raise AvatarError("The photos are still being checked: wait for the check to finish." if view.state == "checking"
+                                  else "The photo check did not finish: check the photos again first.")
             if len(view.usable) < MIN_PHOTOS:
                 raise AvatarError(f"Only {len(view.usable)} photo(s) passed the checks; training needs at least {MIN_PHOTOS}. "
                                   "Make a new avatar with more good photos.")

@@ -129,6 +129,10 @@ class IdentityClient:
             raise
         return self.avatars.get(owner_id, avatar.id), job, verdicts
 
+    def check_again(self, owner_id: str, avatar_id: str, origin: str = "api") -> JobView:
+        """Check every photo of the avatar again (after a check that failed or was cancelled)."""
+        return self.client.submit(owner_id, "face_check", {"avatar_id": avatar_id}, origin)
+
     def train_avatar(self, owner_id: str, avatar_id: str, settings: dict | None = None, origin: str = "api") -> JobView:
         """Train the avatar's identity LoRA on its usable face crops."""
         avatar = self.avatars.get(owner_id, avatar_id)

@@ -551,6 +551,7 @@ class AvatarOut(BaseModel):
     check_job_id: str | None
     training_job_id: str | None
     lora_note: str | None
+    check_error: str | None
     created_at: str
 
 

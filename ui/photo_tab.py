@@ -396,6 +396,7 @@ def _avatar_summary(avatar: AvatarView | None) -> str:
         return "No avatar chosen."
     hint = {"checking": "Its photos are being checked.",
             "needs photos": "Too few photos passed the checks to train: make a new avatar with more good photos.",
+            "check failed": f"The photo check did not finish ({avatar.check_error}): check the photos again.",
             "checked": "Ready to train.", "training": "Training…",
             "ready": "Trained: render it into photo templates below.",
             "failed": f"Training failed: {avatar.lora.state_note if avatar.lora else ''} Train it again."}[avatar.state]
@@ -472,8 +473,9 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
             train_status = gr.Markdown(elem_id="studio-train-status")
             with gr.Row(equal_height=True):
                 confirm = gr.Checkbox(value=False, label=CONFIRM_DELETE, elem_id="studio-delete-confirm", scale=3)
+                recheck_button = gr.Button("Check photos again", elem_id="studio-recheck", scale=1, interactive=enabled)
                 delete_button = gr.Button("Delete avatar", variant="stop", elem_id="studio-delete", scale=1)
-            delete_status = gr.Markdown(elem_id="studio-delete-status")
+            manage_status = gr.Markdown(elem_id="studio-delete-status")
     gr.Markdown(f"### 3 · Photo templates of the chosen avatar\n{COMPOSITION_MARK.strip()} marks a template with a "
                 "composition sketch that sets the pose.")
     with gr.Row():
@@ -537,6 +539,20 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     refresh.click(lambda a: (views.dropdown(a), *views.details(a)), avatar, [avatar, *details], api_visibility="private",
                   show_progress_on=summary)
 
+    def recheck(avatar_id, progress=gr.Progress()):
+        if not avatar_id:
+            raise gr.Error("Choose an avatar first (or create one above).")
+        job = _submit(services, lambda: identity.check_again(services.owner_id, avatar_id, origin="photo"))
+        yield views.dropdown(avatar_id), *views.details(avatar_id), f"Checking the photos again · job `{job.id}`"
+        for job in track_job(services, job, progress):
+            if not job.finished:
+                yield gr.update(), gr.update(), gr.update(), gr.update(), job.stage
+        text = f"Checked: {job.stage}." if job.state == JobState.SUCCEEDED else f"**The check ended {job.state}:** {job.error or ''}"
+        yield views.dropdown(avatar_id), *views.details(avatar_id), text
+
+    recheck_button.click(recheck, avatar, [avatar, *details, manage_status], api_visibility="private",
+                         concurrency_limit=None, show_progress_on=manage_status)
+
     def train(avatar_id, steps_v, progress=gr.Progress()):
         if not avatar_id:
             raise gr.Error("Choose an avatar first (or create one above).")
@@ -573,8 +589,8 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
         text = f"Deleted '{gone.name if gone else avatar_id}' with its photos, face crops and trained model."
         return (views.dropdown(None), *views.details(None), False, text)
 
-    delete_button.click(delete, [avatar, confirm], [avatar, *details, confirm, delete_status], api_visibility="private",
-                        show_progress_on=delete_status)
+    delete_button.click(delete, [avatar, confirm], [avatar, *details, confirm, manage_status], api_visibility="private",
+                        show_progress_on=manage_status)
 
     def render(avatar_id, best_of_v, scale_v, seed_v, steps_v, *groups, progress=gr.Progress()):
         if not avatar_id:

@@ -208,3 +208,27 @@ def test_more_photos_than_the_limit_each_get_a_message(shared_studio):
     assert len(verdicts) == 25
     assert all(v.ok for v in verdicts[:20])
     assert all(not v.ok and "at most 20 photos" in v.reason for v in verdicts[20:])
+
+
+def test_a_check_that_fails_can_be_run_again(shared_studio):
+    studio = shared_studio
+    client = identity_client(studio)
+    photos = [(f"me-{i}.png", png(p)) for i, p in enumerate(person_photos(PERSON_A, 5, seed=12))]
+    avatar, job, _ = client.create_avatar(studio.owner, "Retry", "a man", photos)
+    finished(studio, job)
+    assert client.avatars.get(studio.owner, avatar.id).state == "checked"
+
+    files = FileStore(studio.settings.files)
+    lost = avatar.photos[2].file_hash
+    kept = files.path(lost, "png").read_bytes()
+    files.delete(lost, "png")
+    failed = studio.wait_job(client.check_again(studio.owner, avatar.id).id, 60)
+    assert failed.state == "failed"
+    broken = client.avatars.get(studio.owner, avatar.id)
+    assert broken.state == "check failed" and "deleted from the file store" in broken.check_error
+    with pytest.raises(InvalidRequest, match="check the photos again"):
+        client.train_avatar(studio.owner, avatar.id)
+
+    assert files.put(kept, "png") == lost
+    finished(studio, client.check_again(studio.owner, avatar.id))
+    assert client.avatars.get(studio.owner, avatar.id).state == "checked"
