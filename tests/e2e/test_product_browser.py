@@ -76,14 +76,14 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
         page.mouse.up()
         page.wait_for_timeout(1000)  # the editor exports its layer after the stroke ends
         page.locator("#product-save-mask").click()
+        saved = status.filter(has_text="mask from your brush correction")
         lost = page.get_by_test_id("toast-body").filter(has_text="Paint on the photo first")
-        try:
-            expect(status).to_contain_text("mask from your brush correction", timeout=15_000)
+        expect(saved.or_(lost).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        if saved.count() or attempt == 2:
             break
-        except AssertionError:
-            if attempt == 2 or not lost.count():
-                raise
-            lost.first.get_by_test_id("toast-close").click()
+        lost.first.get_by_test_id("toast-close").click()
+        page.wait_for_timeout(1500)
+    expect(status).to_contain_text("mask from your brush correction")
     _, materials = http_json("GET", f"{studio.url}/api/v1/materials?search={name}")
     corrected = material_mask(studio, materials[0])
     assert corrected.sum() > cut.sum()
