@@ -65,10 +65,15 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
     editor = page.locator("#product-mask-editor")
     page.wait_for_timeout(2500)  # the editor redraws its canvas with the new mask after the status shows
     editor.get_by_role("button", name="Brush", exact=True).click()
-    box = editor.locator("canvas").last.bounding_box()
-    # A stroke drawn while a busy editor is still redrawing is lost, and saving says to paint first; a
-    # user paints again, and so does the test (at most three strokes).
+    canvas = editor.locator("canvas").last
+    # A stroke drawn while a busy editor is still redrawing, or under a notice (a slow worker's "no worker
+    # is online" warning sits over the editor's right side), is lost, and saving says to paint first; a
+    # user closes the notices and paints again, and so does the test (at most three strokes).
     for attempt in range(3):
+        for close in page.get_by_test_id("toast-close").all():
+            close.click()
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.4)
         page.mouse.down()
         for i in range(1, 11):
@@ -81,7 +86,6 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
         expect(saved.or_(lost).first).to_be_visible(timeout=UI_TIMEOUT_MS)
         if saved.count() or attempt == 2:
             break
-        lost.first.get_by_test_id("toast-close").click()
         page.wait_for_timeout(1500)
     expect(status).to_contain_text("mask from your brush correction")
     _, materials = http_json("GET", f"{studio.url}/api/v1/materials?search={name}")
