@@ -20,3 +20,19 @@ def image_loaded(locator, timeout_ms: float = 10_000) -> bool:
     except sync_api.TimeoutError:
         return False
     return True
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    """Type into a slider's or number's box and leave it, as a user does; a box that was still being drawn
+    (an accordion just opened on a busy machine) can drop what was typed, and then the user types again."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    for attempt in range(3):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        try:
+            sync_api.expect(box).to_have_value(str(value), timeout=3_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise

@@ -10,19 +10,11 @@ import uuid
 import pytest
 from PIL import Image
 
-from tests.e2e.browser import UI_TIMEOUT_MS, image_loaded, sync_api
+from tests.e2e.browser import UI_TIMEOUT_MS, image_loaded, set_number, sync_api
 from tests.support import http_json, training_pngs
 
 pytestmark = pytest.mark.e2e
 
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    """Type into a slider's or number's box and leave it, as a user does."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
 
 
 def stored_image(studio, asset: dict) -> Image.Image:

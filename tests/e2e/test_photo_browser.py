@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 
 from storage.files import FileStore
-from tests.e2e.browser import UI_TIMEOUT_MS, image_loaded, sync_api
+from tests.e2e.browser import UI_TIMEOUT_MS, image_loaded, set_number, sync_api
 from tests.support_faces import PERSON_A, PERSON_B, person_photos
 
 pytestmark = pytest.mark.e2e
 
 LIKENESS = re.compile(r"face similarity -?\d\.\d\d|no face found")
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    """Type into a slider's or number's box and leave it, as a user does."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
 
 
 def write_photos(directory: Path, prefix: str, photos) -> list[Path]:
