@@ -66,14 +66,15 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
     page.wait_for_timeout(2500)  # the editor redraws its canvas with the new mask after the status shows
     editor.get_by_role("button", name="Brush", exact=True).click()
     canvas = editor.locator("canvas").last
-    # A stroke drawn while a busy editor is still redrawing, or under a notice (a slow worker's "no worker
-    # is online" warning sits over the editor's right side), is lost, and saving says to paint first; a
-    # user closes the notices and paints again, and so does the test (at most three strokes).
+    # A stroke drawn while a busy editor is still redrawing, or under a notice, is lost, and saving says to
+    # paint first; a user closes the notices and paints again, and so does the test (at most three strokes).
     for attempt in range(3):
         for close in page.get_by_test_id("toast-close").all():
             close.click()
-        canvas.scroll_into_view_if_needed()
+        # Centred, so the whole stroke is inside the viewport (a mouse event outside it reaches nothing).
+        canvas.evaluate("element => element.scrollIntoView({block: 'center'})")
         box = canvas.bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= page.viewport_size["height"], box
         page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.4)
         page.mouse.down()
         for i in range(1, 11):
