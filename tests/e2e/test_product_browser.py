@@ -64,13 +64,16 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
     # Paint a green stroke over the background to the right of the bottle: the mask grows there.
     editor = page.locator("#product-mask-editor")
     page.wait_for_timeout(2500)  # the editor redraws its canvas with the new mask after the status shows
-    editor.get_by_role("button", name="Brush", exact=True).click()
     canvas = editor.locator("canvas").last
-    # A stroke drawn while a busy editor is still redrawing, or under a notice, is lost, and saving says to
-    # paint first; a user closes the notices and paints again, and so does the test (at most three strokes).
+    # A stroke drawn while a busy editor is still redrawing (it drops the chosen tool), or under a notice, is
+    # lost, and saving says to paint first; a user picks the brush and paints again, and so does the test
+    # (at most three strokes).
     for attempt in range(3):
         for close in page.get_by_test_id("toast-close").all():
             close.click()
+        # The brush again each time: an editor that redraws with the new mask after the click drops the tool.
+        editor.get_by_role("button", name="Brush", exact=True).click()
+        page.wait_for_timeout(300)
         # Centred, so the whole stroke is inside the viewport (a mouse event outside it reaches nothing).
         canvas.evaluate("element => element.scrollIntoView({block: 'center'})")
         box = canvas.bounding_box()
