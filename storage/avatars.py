@@ -66,7 +66,6 @@ class AvatarView:
     created_at: datetime
     photos: list[PhotoView]
     lora: LoraView | None
-    has_identity: bool = False
     check_ended: bool = False  # the face_check job has ended (succeeded, failed or cancelled)
     check_error: str | None = None
 
@@ -75,7 +74,7 @@ class AvatarView:
         check = session.get(Job, row.check_job_id) if row.check_job_id else None
         return cls(id=row.id, name=row.name, subject=row.subject, profile=row.profile, check_job_id=row.check_job_id,
                    created_at=row.created_at, photos=[PhotoView.of(p) for p in row.photos],
-                   lora=LoraView.of(row.lora) if row.lora is not None else None, has_identity=row.identity is not None,
+                   lora=LoraView.of(row.lora) if row.lora is not None else None,
                    check_ended=check is not None and check.state in JobState.FINISHED,
                    check_error=(check.error or f"the check was {check.state}")
                    if check is not None and check.state in (JobState.FAILED, JobState.CANCELLED) else None)
@@ -172,13 +171,6 @@ class AvatarLibrary:
             if digest is None:
                 raise LookupError("This photo has no face crop (no single face was found in it).")
             return self.files.path(digest, "png")
-
-    def rename(self, owner_id: str, avatar_id: str, name: str) -> AvatarView:
-        with self.db.session() as session:
-            row = self._row(session, owner_id, avatar_id)
-            row.name = " ".join(name.split())[:MAX_NAME_CHARS] or row.name
-            session.commit()
-            return AvatarView.of(session, row)
 
     def delete(self, owner_id: str, avatar_id: str) -> None:
         """Remove the avatar with its photos, crops, embeddings, identity LoRA and training samples: rows

@@ -125,11 +125,16 @@ def _start_turn(session: Session, owner_id: str, params: dict, job_id: str) -> d
     return dict(params, conversation_id=turn.conversation_id, turn_id=turn.id)
 
 
+def _owned(session: Session, model, row_id: str, owner_id: str, missing: str):
+    """The owner's row of ``model`` with this id; another user's row is as missing as no row."""
+    row = session.get(model, row_id)
+    if row is None or row.owner_id != owner_id:
+        raise ParamError(missing)
+    return row
+
+
 def _owned_material(session: Session, owner_id: str, material_id: str) -> Material:
-    material = session.get(Material, material_id)
-    if material is None or material.owner_id != owner_id:
-        raise ParamError(f"No material {material_id} in your library (it may have been deleted).")
-    return material
+    return _owned(session, Material, material_id, owner_id, f"No material {material_id} in your library (it may have been deleted).")
 
 
 def _product_sources(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
@@ -153,10 +158,7 @@ def _cutout_source(session: Session, owner_id: str, params: dict, job_id: str) -
 
 
 def _owned_lora(session: Session, owner_id: str, lora_id: str) -> TrainedModel:
-    lora = session.get(TrainedModel, lora_id)
-    if lora is None or lora.owner_id != owner_id:
-        raise ParamError(f"No LoRA {lora_id} among yours (it may have been deleted).")
-    return lora
+    return _owned(session, TrainedModel, lora_id, owner_id, f"No LoRA {lora_id} among yours (it may have been deleted).")
 
 
 def _pin_loras(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
@@ -222,10 +224,7 @@ def _face_photos(session: Session, owner_id: str, params: dict, job_id: str) -> 
 
 
 def _owned_avatar(session: Session, owner_id: str, avatar_id: str) -> Avatar:
-    avatar = session.get(Avatar, avatar_id)
-    if avatar is None or avatar.owner_id != owner_id:
-        raise ParamError(f"No avatar {avatar_id} among yours (it may have been deleted).")
-    return avatar
+    return _owned(session, Avatar, avatar_id, owner_id, f"No avatar {avatar_id} among yours (it may have been deleted).")
 
 
 def _pin_avatar(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
