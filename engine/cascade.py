@@ -31,10 +31,12 @@ UPSCALER_ARGUMENTS = {
 
 @dataclass(frozen=True)
 class ControlCondition:
-    """A ControlNet's condition image (already preprocessed, e.g. an edge map) and its weight."""
+    """A ControlNet's condition image (already preprocessed, e.g. an edge map), its weight, and the profile
+    role of the ControlNet that reads it."""
 
     image: Image.Image
     scale: float
+    role: str = "controlnet"
 
 
 class Cancelled(Exception):
@@ -115,13 +117,13 @@ def run_cascade(
     init_images: list[Image.Image] | None = None,
     loras: list[LoraWeights] | None = None,
     identity: IdentityCondition | None = None,
-    control: ControlCondition | None = None,
+    control: list[ControlCondition] | None = None,
 ) -> CascadeResult:
     """Run every stage of ``params``; with ``init_images`` the base stage is image-to-image at
     ``params.strength`` (variations of a picture), one init image per output or one for all. ``loras``
     (the files of ``params.loras``) apply to the base stage; ``params.tileable`` makes it seamless;
     ``identity`` keeps a person's face through the FaceID adapter; ``control`` leads the base stage
-    with the profile's ControlNet."""
+    with the profile's ControlNets, several at once each at its own weight (with ``init_images`` too)."""
     stages = params.stages
     count = len(stages)
     result = CascadeResult(images=[])
@@ -139,18 +141,23 @@ def run_cascade(
     negatives = [params.full_negative_prompt] * params.count
     use_refiner = "refiner" in stages
 
+    size = (params.width, params.height)
     if init_images:
-        base = cache.image_to_image(profile)
-        sized = [image.convert("RGB").resize((params.width, params.height), Image.LANCZOS) for image in init_images]
+        sized = [image.convert("RGB").resize(size, Image.LANCZOS) for image in init_images]
         init = dict(image=sized * params.count if len(sized) == 1 else sized, strength=params.strength)
         denoised_steps = max(1, int(params.steps * params.strength))
     else:
-        base = cache.with_controlnet(profile) if control else cache.pipeline(profile, "base")
         init = dict(width=params.width, height=params.height)
-        if control:
-            init.update(image=control.image.convert("RGB").resize((params.width, params.height), Image.LANCZOS),
-                        controlnet_conditioning_scale=control.scale)
         denoised_steps = params.steps
+    if control:
+        base = cache.with_controlnet(profile, tuple(c.role for c in control), image_to_image=bool(init_images))
+        maps = [c.image.convert("RGB").resize(size, Image.LANCZOS) for c in control]
+        scales = [c.scale for c in control]
+        # One ControlNet takes plain values; several (a MultiControlNetModel) take lists in the same order.
+        init["control_image" if init_images else "image"] = maps[0] if len(maps) == 1 else maps
+        init["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
+    else:
+        base = cache.image_to_image(profile) if init_images else cache.pipeline(profile, "base")
     if identity:
         init["ip_adapter_image_embeds"] = identity_embeds(identity, params.count, params.guidance, base.unet.dtype, base.device)
     faceid = cache.faceid_weights(profile) if identity else {}

@@ -25,7 +25,7 @@ SHARED_WITH_BASE = {
     "inpaint": ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"),
 }
 # Roles that are one diffusers model rather than a pipeline.
-MODEL_ROLES = ("controlnet",)
+MODEL_ROLES = ("controlnet", "controlnet_pose", "controlnet_depth")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -114,14 +114,24 @@ class PipelineCache:
                                                                                    dtype=self.placement.dtype),
                              f"The {profile.name} profile's inpainting model cannot take a ControlNet.")
 
-    def with_controlnet(self, profile: Profile) -> diffusers.DiffusionPipeline:
-        """The base model as a text-to-image pipeline led by the profile's ControlNet."""
-        if "controlnet" not in profile.roles:
-            raise ModelUnavailableError(f"The {profile.name} profile has no ControlNet.")
-        return self._derived(("base:controlnet", profile.roles["base"].model, profile.roles["controlnet"].model),
-                             lambda: diffusers.AutoPipelineForText2Image.from_pipe(
-                                 self.pipeline(profile, "base"), controlnet=self.pipeline(profile, "controlnet"), dtype=self.placement.dtype),
-                             f"The {profile.name} profile's base model cannot take a ControlNet.")
+    def with_controlnet(self, profile: Profile, roles: tuple[str, ...] = ("controlnet",),
+                        image_to_image: bool = False) -> diffusers.DiffusionPipeline:
+        """The base model led by the profile's ControlNets in ``roles`` (several make a MultiControlNetModel,
+        in that order), as a text-to-image pipeline or, with ``image_to_image``, an image-to-image one."""
+        missing = [role for role in roles if role not in profile.roles]
+        if missing:
+            raise ModelUnavailableError(f"The {profile.name} profile has no {', '.join(missing)} model.")
+        auto = diffusers.AutoPipelineForImage2Image if image_to_image else diffusers.AutoPipelineForText2Image
+
+        def build():
+            controlnets = [self.pipeline(profile, role) for role in roles]
+            return auto.from_pipe(self.pipeline(profile, "base"), controlnet=controlnets[0] if len(controlnets) == 1 else controlnets,
+                                  dtype=self.placement.dtype)
+
+        kind = "img2img+controlnet" if image_to_image else "controlnet"
+        return self._derived((f"base:{kind}", profile.roles["base"].model, *(profile.roles[role].model for role in roles)), build,
+                             f"The {profile.name} profile's base model cannot take a ControlNet"
+                             f"{' in image-to-image' if image_to_image else ''}.")
 
     def faces(self, profile: Profile):
         """The profile's insightface pack, prepared: a pack name insightface downloads into its own folder

@@ -64,9 +64,12 @@ class GenerationParams:
     stages: list[str] = field(default_factory=lambda: ["base"])
     keep_stage_images: bool = False
     profile: str = ""
-    # Image-to-image: the asset the picture starts from, and how much of it is redrawn (1 = all).
+    # Image-to-image: the asset (or material) the picture starts from, and how much of it is redrawn (1 = all).
     init_asset_id: str | None = None
+    init_material_id: str | None = None
     strength: float = 1.0
+    # What image-to-image keeps of the source, each {"kind", "weight"}: a ControlNet reads the kind's map of it.
+    controls: list[dict] = field(default_factory=list)
     # LoRAs applied to the base stage, each {"name", "weight"} and either "lora_id" + "file_hash" (trained
     # or uploaded here) or "model" + "weight_name" (a published LoRA a style names).
     loras: list[dict] = field(default_factory=list)
@@ -153,6 +156,15 @@ def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
         width, height = long_side * w / h, long_side
     step = ASPECT_SIZE_MULTIPLE
     return max(step, round(width / step) * step), max(step, round(height / step) * step)
+
+
+def size_like(width: int, height: int, profile: Profile) -> tuple[int, int]:
+    """A size with the shape of ``width``×``height`` at the profile's default long side, in multiples of 8
+    within its limits: what an image-to-image result of that picture is drawn at."""
+    long_side = max(profile.default_size)
+    scale = long_side / max(width, height)
+    clamp = lambda v: min(profile.max_size, max(profile.min_size, round(v * scale / 8) * 8))  # noqa: E731
+    return clamp(width), clamp(height)
 
 
 def number_field(raw: dict, key: str, default, label: str, low, high, whole: bool = True):

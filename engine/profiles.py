@@ -136,7 +136,8 @@ def model_obtainable(model: str) -> bool:
         return False
     from huggingface_hub import model_info, try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+    # A pipeline's cache has model_index.json; a single model's (a ControlNet, a transformers model) config.json.
+    if any(isinstance(try_to_load_from_cache(model, name), str) for name in ("model_index.json", "config.json")):
         return True
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False

@@ -38,19 +38,29 @@ from transformers import (
     CLIPTextModelWithProjection,
     CLIPTokenizer,
     CLIPVisionConfig,
+    DepthAnythingConfig,
+    DepthAnythingForDepthEstimation,
+    Dinov2Config,
+    DPTImageProcessorPil,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    VitPoseBackboneConfig,
+    VitPoseConfig,
+    VitPoseForPoseEstimation,
+    VitPoseImageProcessorPil,
 )
 
 from engine.tiny_faces import build_face_pack, build_faceid_checkpoint
 
-ROLES = ("base", "refiner", "latent_x2", "x4", "inpaint", "controlnet", "llm", "scorer")
+ROLES = ("base", "refiner", "latent_x2", "x4", "inpaint", "controlnet", "controlnet_pose", "controlnet_depth", "llm",
+         "scorer", "pose", "depth")
 SEGMENTER_FILE = "segmenter/u2net.onnx"
 FACES_DIR = "faces"
 FACEID_FILE = "faceid/ip-adapter-faceid_tiny.safetensors"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # rembg's u2net input normalisation (ImageNet mean and std, after dividing by the image's maximum).
-U2NET_MEAN, U2NET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+U2NET_MEAN, U2NET_STD = IMAGENET_MEAN, IMAGENET_STD
 # Qwen's ChatML layout, so the tiny LM goes through the same apply_chat_template call as the real one.
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -128,7 +138,40 @@ def build_inpaint(base: StableDiffusionXLPipeline) -> StableDiffusionXLInpaintPi
 
 def build_controlnet(base: StableDiffusionXLPipeline) -> ControlNetModel:
     # Two downsamplings in the condition embedding match the tiny VAE's scale factor of 4.
-    return ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 32))
+    controlnet = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 32))
+    # A new ControlNet's zero convolutions (the condition's way in, the residuals' way out) start at zero, so it
+    # has no effect until trained; random ones make its condition and weight change the picture, as a trained one's do.
+    with torch.no_grad():
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]:
+            torch.nn.init.normal_(conv.weight, std=0.1)
+    return controlnet
+
+
+def build_pose_estimator() -> tuple[VitPoseForPoseEstimation, VitPoseImageProcessorPil]:
+    """A two-layer VitPose (top-down, 17 COCO keypoints) on 64×48 crops (the real ones take 256×192).
+
+    The PIL image processor saves the same ``VitPoseImageProcessor`` config as the torchvision one, without
+    its warning that torchvision is missing; ``AutoProcessor`` picks the backend again when loading.
+    """
+    backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[16, 16], hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, mlp_ratio=2, out_indices=[2])
+    model = VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17)).eval()
+    return model, VitPoseImageProcessorPil(size={"height": 64, "width": 48})
+
+
+def build_depth_estimator() -> tuple[DepthAnythingForDepthEstimation, DPTImageProcessorPil]:
+    """A Depth Anything with a four-layer Dinov2 backbone (patch 14) and 56 px inputs.
+
+    The image processor is Depth-Anything-V2-Small's (aspect ratio kept, sides a multiple of the patch size,
+    ImageNet normalisation) at 56 px instead of 518.
+    """
+    backbone = Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            mlp_ratio=2, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=32,
+                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8)
+    images = DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                                  do_pad=False, resample=3, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    return DepthAnythingForDepthEstimation(config).eval(), images
 
 
 def build_segmenter(path: Path, threshold: float = 0.8, sharpness: float = 40.0) -> Path:
@@ -228,14 +271,18 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
         staging = Path(tmp) / "profile"
         tokenizer = _clip_tokenizer(Path(tmp) / "tokenizer")
         base, refiner = build_base_and_refiner(tokenizer)
+        # The three ControlNets are built one after another, so each gets different random weights.
         pipelines = {"base": base, "refiner": refiner, "latent_x2": build_latent_x2(tokenizer), "x4": build_x4(tokenizer),
-                     "inpaint": build_inpaint(base), "controlnet": build_controlnet(base)}
+                     "inpaint": build_inpaint(base), "controlnet": build_controlnet(base),
+                     "controlnet_pose": build_controlnet(base), "controlnet_depth": build_controlnet(base)}
         for role, pipe in pipelines.items():
             pipe.save_pretrained(staging / role, safe_serialization=True)
         build_segmenter(staging / SEGMENTER_FILE)
         build_face_pack(staging / FACES_DIR)
         build_faceid_checkpoint(base.unet, staging / FACEID_FILE)
-        for role, parts in {"llm": build_llm(), "scorer": build_scorer(tokenizer)}.items():
+        models = {"llm": build_llm(), "scorer": build_scorer(tokenizer), "pose": build_pose_estimator(),
+                  "depth": build_depth_estimator()}
+        for role, parts in models.items():
             for part in parts:
                 part.save_pretrained(staging / role)
         if destination.exists():

@@ -260,3 +260,29 @@ class AvatarPhoto(Base):
     sharpness: Mapped[float | None] = mapped_column(Float)
     similarity: Mapped[float | None] = mapped_column(Float)  # to the group's median identity
     avatar: Mapped[Avatar] = relationship(back_populates="photos")
+
+
+class UserTemplate(Base):
+    """A template a user saved from one of their results: an industry-template entry, private or shared with
+    every user of the studio. Its preview is the result's file, kept when the result is deleted."""
+
+    __tablename__ = "user_templates"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_user_template_name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))  # a slug, unique per owner
+    title: Mapped[str] = mapped_column(String(200))
+    title_zh: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    description_zh: Mapped[str] = mapped_column(Text, default="")
+    tab: Mapped[str] = mapped_column(String(20))  # create | img2img | product | game | photomaker
+    tags: Mapped[list] = mapped_column(default=list)
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    fields: Mapped[list] = mapped_column(default=list)  # [{"name", "label", "label_zh", "example"}]
+    settings: Mapped[dict] = mapped_column(default=dict)  # raw request keys of the tab
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    preview_hash: Mapped[str] = mapped_column(String(64))  # PNG: the result it was saved from
+    # The result stays deletable: its row goes, the template (and its preview file) stays.
+    source_asset_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

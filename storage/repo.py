@@ -18,6 +18,7 @@ from storage.models import (
     Material,
     TrainedModel,
     User,
+    UserTemplate,
     WorkerRecord,
     utcnow,
 )
@@ -197,8 +198,9 @@ def delete_asset(session: Session, asset: Asset) -> str | None:
 
 
 def unused_files(session: Session, digests: list[str]) -> list[str]:
-    """Those of ``digests`` no asset, material, LoRA (weights or training image) or avatar photo (the photo
-    or its face crop) refers to any more."""
+    """Those of ``digests`` no asset, material, LoRA (weights or training image), avatar photo (the photo
+    or its face crop) or user template (its preview, which outlives the result it was saved from) refers to
+    any more."""
     wanted = set(digests)
     used = set(session.scalars(select(Asset.file_hash).where(Asset.file_hash.in_(wanted))))
     used |= set(session.scalars(select(Material.file_hash).where(Material.file_hash.in_(wanted))))
@@ -206,6 +208,7 @@ def unused_files(session: Session, digests: list[str]) -> list[str]:
     used |= set(session.scalars(select(TrainedModel.file_hash).where(TrainedModel.file_hash.in_(wanted))))
     used |= set(session.scalars(select(AvatarPhoto.file_hash).where(AvatarPhoto.file_hash.in_(wanted))))
     used |= set(session.scalars(select(AvatarPhoto.crop_hash).where(AvatarPhoto.crop_hash.in_(wanted))))
+    used |= set(session.scalars(select(UserTemplate.preview_hash).where(UserTemplate.preview_hash.in_(wanted))))
     for dataset in session.scalars(select(TrainedModel.dataset)):
         used |= {item["hash"] for item in dataset} & wanted
     return [d for d in dict.fromkeys(digests) if d not in used]

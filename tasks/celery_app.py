@@ -18,7 +18,7 @@ IDENTITY = "studio.identity"
 FACE_CHECK = "studio.face_check"
 # The task that runs each job kind, and the queue each task goes to (one GPU job at a time per GPU worker;
 # training, long, on its own queue so a deployment can give it its own GPUs).
-JOB_TASKS = {"generate": GENERATE, "chat_turn": CHAT_TURN, "cutout": CUTOUT, "product": PRODUCT,
+JOB_TASKS = {"generate": GENERATE, "img2img": GENERATE, "chat_turn": CHAT_TURN, "cutout": CUTOUT, "product": PRODUCT,
              "game_asset": GAME_ASSET, "train_lora": TRAIN_LORA, "lora_check": CHECK_LORA,
              # A PhotoMaker portrait, an avatar per style and an avatar in photo templates are one task; an
              # avatar trains like a style LoRA, on its face crops; its photos are checked on the CPU queue.

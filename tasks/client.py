@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from engine.chat_request import DEFAULT_CANDIDATES, resolve_chat_turn
 from engine.game.request import AssetType, load_asset_types, resolve_game_asset
 from engine.identity_request import bind_avatar, resolve_avatar_batch, resolve_identity, resolve_photo_templates
+from engine.img2img_request import KEEPS, keep_problem, resolve_img2img
 from engine.lora_request import resolve_training
 from engine.params import (
     ASPECT_RATIOS,
@@ -23,12 +24,13 @@ from engine.params import (
     ParamError,
     resolve_generation,
     size_for_aspect,
+    size_like,
     style_defaults,
 )
 from engine.portraits import PortraitCatalogue, load_portrait_catalogue
 from engine.product.request import CANVAS_FORMATS, CUSTOM_FORMAT, resolve_cutout, resolve_product
 from engine.product.scenes import Scene, load_scenes
-from engine.profiles import STAGE_LABELS, Profile
+from engine.profiles import STAGE_LABELS, Profile, model_obtainable
 from engine.styles import Style, StyleCategory, load_catalogue
 from storage import conversations, loras, repo
 from storage.avatars import AVATAR_TRIGGER
@@ -63,6 +65,16 @@ class Catalog:
 
 
 @dataclass(frozen=True)
+class KeepOption:
+    """An image-to-image keep as the form offers it; ``problem`` says why it cannot run here (None: it can)."""
+
+    name: str
+    label: str
+    default_weight: float
+    problem: str | None
+
+
+@dataclass(frozen=True)
 class FormOptions:
     """What the web side's forms offer: the active profile (limits, defaults, stages), styles, samplers."""
 
@@ -80,11 +92,17 @@ class FormOptions:
     style_categories: list[tuple[str, str]] = field(default_factory=list)  # (label shown, name)
     asset_types: list[tuple[str, str]] = field(default_factory=list)  # (label shown, name)
     catalog: Catalog | None = None
+    keeps: list[KeepOption] = field(default_factory=list)
 
     @classmethod
-    def of(cls, profile: Profile, catalog: Catalog, categories: dict[str, StyleCategory] | None = None) -> "FormOptions":
-        return cls(profile=profile, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
-                   samplers=list(SAMPLERS), stage_labels=dict(STAGE_LABELS),
+    def of(cls, profile: Profile, catalog: Catalog, categories: dict[str, StyleCategory] | None = None,
+           present: Callable[[str], bool] = model_obtainable) -> "FormOptions":
+        """``present`` tells whether a model is on this machine (or can be fetched): keeps whose models are
+        missing are offered with the reason, and the others still work."""
+        keeps = [KeepOption(k.name, f"{k.label} · {k.label_zh}", k.default_weight, keep_problem(k, profile, present))
+                 for k in KEEPS.values()]
+        return cls(profile=profile, keeps=keeps, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
+                   samplers=list(SAMPLERS), stage_labels={**STAGE_LABELS, **{k.name: f"{k.label} map" for k in KEEPS.values()}},
                    scenes=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.scenes.values()],
                    style_categories=[(f"{c.label} · {c.label_zh}", c.name) for c in (categories or {}).values()],
                    asset_types=[(f"{t.label} · {t.label_zh}", t.name) for t in catalog.asset_types.values()],
@@ -107,6 +125,9 @@ class FormOptions:
     @staticmethod
     def size_for_aspect(aspect: str, long_side: int) -> tuple[int, int]:
         return size_for_aspect(aspect, long_side)
+
+    def size_like(self, width: int, height: int) -> tuple[int, int]:
+        return size_like(width, height, self.profile)
 
 
 @dataclass
@@ -176,6 +197,15 @@ def _pin_loras(session: Session, owner_id: str, params: dict, job_id: str) -> di
             item = dict(item, name=lora.name, file_hash=lora.file_hash)
         pinned.append(item)
     return dict(params, loras=pinned)
+
+
+def _img2img_source(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
+    """Check the source picture is the owner's (a result or a material) before the job is queued."""
+    if params.get("init_asset_id") and repo.get_asset(session, params["init_asset_id"], owner_id) is None:
+        raise ParamError(f"No picture {params['init_asset_id']} among your results (it may have been deleted).")
+    if params.get("init_material_id"):
+        _owned_material(session, owner_id, params["init_material_id"])
+    return _pin_loras(session, owner_id, params, job_id)
 
 
 def _start_training(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
@@ -281,6 +311,8 @@ def _lora_check_request(raw: dict) -> LoraCheckRequest:
 JOB_KINDS = {
     "generate": JobKind(resolve=lambda raw, profile, catalog: resolve_generation(raw, profile, catalog.styles),
                         prepare=_pin_loras),
+    "img2img": JobKind(resolve=lambda raw, profile, catalog: resolve_img2img(raw, profile, catalog.styles),
+                       prepare=_img2img_source),
     "chat_turn": JobKind(resolve=lambda raw, profile, catalog: resolve_chat_turn(raw, profile, catalog.styles),
                          prepare=_start_turn,
                          withdraw=lambda session, params: conversations.withdraw_turn(session, params["turn_id"])),

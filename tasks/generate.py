@@ -12,6 +12,8 @@ import time
 from PIL import Image
 
 from engine.cascade import Cancelled, StageProgress, run_cascade
+from engine.img2img import control_conditions, fit_source
+from engine.img2img_request import KEEPS
 from engine.loader import ModelUnavailableError
 from engine.lora import LoraMismatchError, LoraWeights, lora_weights
 from engine.params import GenerationParams, ParamError, image_seed
@@ -19,7 +21,7 @@ from engine.profiles import STAGE_LABELS, Profile
 from engine.rerank import clip_scores
 from storage import repo
 from storage.files import MIME_EXTENSIONS
-from storage.models import JobState
+from storage.models import JobState, Material
 from storage.pngmeta import png_with_params
 from tasks.celery_app import GENERATE, app
 from tasks.worker import WorkerContext, worker_context
@@ -87,14 +89,18 @@ def store_images(context: WorkerContext, job, params: GenerationParams, images_b
 
 
 def load_init_image(context: WorkerContext, job, params: GenerationParams) -> Image.Image | None:
-    """The image an image-to-image job starts from: one of the job owner's assets."""
-    if not params.init_asset_id:
+    """The image an image-to-image job starts from: one of the job owner's assets or materials."""
+    if not (params.init_asset_id or params.init_material_id):
         return None
     with context.db.session() as session:
-        asset = repo.get_asset(session, params.init_asset_id, job.owner_id)
-        if asset is None:
-            raise ParamError(f"The source image {params.init_asset_id!r} does not exist (or was deleted).")
-        path = context.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
+        if params.init_asset_id:
+            source = repo.get_asset(session, params.init_asset_id, job.owner_id)
+            path = source and context.files.path(source.file_hash, MIME_EXTENSIONS[source.mime])
+        else:
+            source = session.get(Material, params.init_material_id)
+            path = source and source.owner_id == job.owner_id and context.files.path(source.file_hash, "png")
+    if not path:
+        raise ParamError(f"The source image {params.init_asset_id or params.init_material_id!r} does not exist (or was deleted).")
     return Image.open(path).convert("RGB")
 
 
@@ -129,15 +135,22 @@ def generate_images(context: WorkerContext, job, params: GenerationParams, repor
     it. Returns the final asset ids in output order, and their scores."""
     profile = job_profile(context, params.profile)
     init = load_init_image(context, job, params)
+    control, maps = [], {}
+    if init is not None:
+        init = fit_source(init, (params.width, params.height))
+        control, maps = control_conditions(init, params.controls, profile, context.cache,
+                                           lambda kind: reporter.write(0.0, f"drawing the {KEEPS[kind].label.lower()} map"))
     result = run_cascade(params, profile, context.cache, reporter.progress, reporter.should_cancel,
-                         params.keep_stage_images, init_images=[init] if init else None, loras=job_loras(context, params))
+                         params.keep_stage_images, init_images=[init] if init else None, loras=job_loras(context, params),
+                         control=control)
     scores = None
     if scorer_text is not None and "scorer" in profile.roles:
         reporter.write(1.0, "ranking candidates")
         scores = clip_scores(context.cache.model(profile, "scorer"), result.images, scorer_text)
     reporter.write(1.0, "saving images")
-    ids = store_images(context, job, params, {"final": result.images, **result.stage_images}, scores,
-                       parent_id or params.init_asset_id)
+    # The keeps' maps are kept beside the pictures: they show what the ControlNets read.
+    stored = {"final": result.images, **result.stage_images, **{kind: [image] for kind, image in maps.items()}}
+    ids = store_images(context, job, params, stored, scores, parent_id or params.init_asset_id)
     return ids, scores
 
 

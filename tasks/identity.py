@@ -70,12 +70,12 @@ def request_identity(context: WorkerContext, job, request: IdentityRequest, anal
     return identity
 
 
-def _composition(item: IdentityItem, size: tuple[int, int]) -> ControlCondition | None:
+def _composition(item: IdentityItem, size: tuple[int, int]) -> list[ControlCondition]:
     if not item.composition:
-        return None
+        return []
     # The drawings are white lines on black already: the edge map a canny ControlNet reads.
     with Image.open(DEFAULT_TEMPLATES_DIR / "compositions" / item.composition) as drawing:
-        return ControlCondition(drawing.convert("RGB").resize(size, Image.LANCZOS), item.composition_scale)
+        return [ControlCondition(drawing.convert("RGB").resize(size, Image.LANCZOS), item.composition_scale)]
 
 
 def store_portraits(context: WorkerContext, job, request: IdentityRequest, item_index: int, item: IdentityItem,

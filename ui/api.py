@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
@@ -18,6 +18,7 @@ from storage.loras import LoraError, LoraView
 from storage.materials import MaterialError, MaterialView
 from storage.models import Asset
 from tasks.client import ConversationView, InvalidRequest, JobView, QueueUnavailable
+from tasks.template_client import StudioTemplateReadOnly, TemplateCard, TemplateError, TemplateNotFound
 from ui.services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["studio"])
@@ -383,6 +384,110 @@ def list_asset_types(services: ServicesDep) -> list[dict]:
     """The Game assets tab's asset types: composition words, shape, and whether sprites are offered."""
     return [{"name": t.name, "label": t.label, "label_zh": t.label_zh, "prompt": t.prompt, "aspect": t.aspect,
              "transparent": t.transparent, "tileable": t.tileable} for t in services.options.catalog.asset_types.values()]
+
+
+class TemplateOut(BaseModel):
+    key: str  # "studio:<name>" or "user:<id>"
+    name: str
+    title: str
+    title_zh: str
+    description: str
+    description_zh: str
+    tab: str
+    job_kind: str
+    tags: list[str]
+    prompt: str  # with a {field} slot for each field
+    negative_prompt: str
+    fields: list[dict]  # name, label, label_zh, example
+    settings: dict  # the tab's raw request keys
+    source: str  # studio | mine | shared
+    owner: str | None
+    shared: bool
+    preview_url: str | None
+
+    @classmethod
+    def of(cls, card: TemplateCard) -> "TemplateOut":
+        entry = card.template.to_dict()
+        return cls(**entry, key=card.key, job_kind=card.template.job_kind, source=card.source, owner=card.owner,
+                   shared=card.shared,
+                   preview_url=f"/api/v1/templates/{card.key}/preview" if card.preview_hash else None)
+
+
+class TemplateCreate(BaseModel):
+    asset_id: str = Field(examples=["<asset id>"])
+    title: str = Field(examples=["Autumn sale poster"])
+    title_zh: str = ""
+    tags: list[str] = Field(default_factory=list, examples=[["poster", "autumn"]])
+    shared: bool = False
+
+
+class TemplatePatch(BaseModel):
+    shared: bool
+
+
+def _template(services: Services, key: str) -> TemplateCard:
+    card = services.templates.get(services.owner_id, key)
+    if card is None:
+        raise HTTPException(404, f"No template {key}.")
+    return card
+
+
+def _template_change(change: Callable[[], Any]) -> Any:
+    """Run a change to a user's template: another user's (or none) is 404, a studio template's 403."""
+    try:
+        return change()
+    except TemplateNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except StudioTemplateReadOnly as exc:
+        raise HTTPException(403, str(exc)) from exc
+
+
+@router.get("/templates", response_model=list[TemplateOut])
+def list_templates(services: ServicesDep, search: str = "", tag: Annotated[list[str] | None, Query()] = None,
+                   source: str = "all") -> list[TemplateOut]:
+    """The template square: the studio's templates, then yours, then those other users shared; ``tag``
+    (repeatable) keeps templates with every tag, ``source`` is all, studio, mine or shared."""
+    try:
+        cards = services.templates.list(services.owner_id, search, tag or (), source)
+    except TemplateError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return [TemplateOut.of(card) for card in cards]
+
+
+@router.post("/templates", status_code=201, response_model=TemplateOut)
+def save_template(body: TemplateCreate, services: ServicesDep) -> TemplateOut:
+    """Save one of your results (Create, Image-to-image, Product, Game assets, PhotoMaker) as a template:
+    its prompt and settings, with the picture as its preview; ``shared`` shows it to every user."""
+    try:
+        card = services.templates.save_from_asset(services.owner_id, body.asset_id, body.title, body.title_zh,
+                                                  body.shared, body.tags)
+    except TemplateError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return TemplateOut.of(card)
+
+
+@router.get("/templates/{key}", response_model=TemplateOut)
+def get_template(key: str, services: ServicesDep) -> TemplateOut:
+    return TemplateOut.of(_template(services, key))
+
+
+@router.get("/templates/{key}/preview")
+def get_template_preview(key: str, services: ServicesDep) -> FileResponse:
+    card = _template(services, key)
+    if card.preview_hash is None:
+        raise HTTPException(404, f"No preview of the studio template {key} yet.")
+    return _png_file(services, card.preview_hash, f"template-{card.template.name}.png")
+
+
+@router.patch("/templates/{key}", response_model=TemplateOut)
+def patch_template(key: str, body: TemplatePatch, services: ServicesDep) -> TemplateOut:
+    """Share one of your templates with every user of the studio, or make it private again."""
+    return TemplateOut.of(_template_change(lambda: services.templates.set_shared(services.owner_id, key, body.shared)))
+
+
+@router.delete("/templates/{key}", status_code=204)
+def delete_template(key: str, services: ServicesDep) -> None:
+    _template_change(lambda: services.templates.delete(services.owner_id, key))
 
 
 class LoraOut(BaseModel):

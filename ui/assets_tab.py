@@ -10,15 +10,19 @@ from storage import repo
 from storage.models import utcnow
 from ui.asset_panel import selected_asset, wire_selection
 from ui.create_tab import CreateTab
+from ui.img2img_tab import SEND_LABEL
 from ui.services import Services, banner
+from ui.templates_tab import save_as_template_panel
 
-ORIGINS = [("All tabs", ""), ("Create", "create"), ("Creation chat", "chat"), ("Product synthesis", "product"),
+ORIGINS = [("All tabs", ""), ("Create", "create"), ("Image-to-image", "img2img"), ("Creation chat", "chat"), ("Product synthesis", "product"),
+           ("Game assets", "game"), ("PhotoMaker & avatars", "photo"),
            ("REST API", "api")]
 PERIODS = {"Any time": None, "Today": timedelta(days=1), "Last 7 days": timedelta(days=7), "Last 30 days": timedelta(days=30)}
 PAGE_SIZE = 200
 
 
-def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab) -> None:
+def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab,
+                     senders: list[tuple[gr.Button, gr.State]]) -> None:
     """Build the tab inside ``tab``; opening the tab reloads the list."""
     gr.Markdown(banner(services.options), visible=services.options.profile.is_noise, elem_classes=["noise-banner"])
     with gr.Row():
@@ -28,6 +32,7 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
         favourites = gr.Checkbox(label="Favourites only")
         refresh = gr.Button("Refresh")
     summary = gr.Markdown()
+    selected = gr.State(None)
     with gr.Row():
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="My assets", format="png", columns=6, height=600, elem_id="assets-gallery",
@@ -37,10 +42,12 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
             with gr.Row():
                 favourite_button = gr.Button("☆ Favourite", elem_id="assets-favourite")
                 reuse_button = gr.Button("Reuse settings", elem_id="assets-reuse")
+                send = gr.Button(SEND_LABEL, elem_id="assets-send")
                 delete_button = gr.Button("Delete", variant="stop", elem_id="assets-delete")
             params_view = gr.JSON(label="Parameters (provenance)")
+            save_as_template_panel(services, selected)
     asset_ids = gr.State([])
-    selected = gr.State(None)
+    senders.append((send, selected))
 
     def load(search_v: str, origin_v: str, period_v: str, favourites_v: bool):
         span = PERIODS.get(period_v)

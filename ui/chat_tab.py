@@ -13,6 +13,7 @@ from storage.models import JobState
 from tasks.client import ConversationView, InvalidRequest, QueueUnavailable, TurnView
 from ui.asset_panel import selected_asset
 from ui.create_tab import CreateTab
+from ui.img2img_tab import SEND_LABEL
 from ui.jobs import wait_for_job, warn_if_no_worker
 from ui.services import Services, banner
 
@@ -113,7 +114,8 @@ def turn_choices(view: ConversationView | None) -> list[tuple[str, str]]:
     return choices
 
 
-def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab) -> None:
+def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_tab_id: str, tab: gr.Tab,
+                   senders: list[tuple[gr.Button, gr.State]]) -> None:
     options = services.options
     chats = services.client.conversations
     gr.Markdown(banner(options), visible=options.profile.is_noise, elem_classes=["noise-banner"])
@@ -154,12 +156,14 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
                 upscale_button = gr.Button("Higher resolution", elem_id="chat-upscale")
                 variations_button = gr.Button("Variations", elem_id="chat-variations")
                 continue_button = gr.Button("Continue in Create", elem_id="chat-continue")
+                send = gr.Button(SEND_LABEL, elem_id="chat-send-img2img")
             mapping = gr.Markdown(mapping_markdown(None), elem_id="chat-mapping")
 
     conversation_id = gr.State(None)
     candidate_turn = gr.State(None)  # the turn whose candidates the gallery shows
     candidate_ids = gr.State([])
     selected = gr.State(None)
+    senders.append((send, selected))
     job_id = gr.State(None)
     view_outputs = [conversation_id, chatbot, conversation_list, title, turn_list, candidates, candidate_turn,
                     candidate_ids, selected, selected_info, mapping]

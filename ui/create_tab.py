@@ -9,10 +9,12 @@ import gradio as gr
 from storage import repo
 from tasks.client import FormOptions
 from ui.asset_panel import caption, wire_selection
+from ui.img2img_tab import SEND_LABEL
 from ui.jobs import follow_job
 from ui.lora_picker import LoraPicker, build_lora_picker
 from ui.services import Services, banner
 from ui.style_picker import build_style_picker
+from ui.templates_tab import TemplateTarget
 
 CUSTOM_ASPECT = "custom"
 
@@ -49,7 +51,7 @@ class CreateTab:
         ]
 
 
-def build_create_tab(services: Services) -> CreateTab:
+def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State]]) -> CreateTab:
     options = services.options
     profile = options.profile
     gr.Markdown(banner(options), visible=profile.is_noise, elem_classes=["noise-banner"])
@@ -90,11 +92,13 @@ def build_create_tab(services: Services) -> CreateTab:
             with gr.Row():
                 favourite_button = gr.Button("☆ Favourite")
                 reuse_button = gr.Button("Reuse settings")
+                send = gr.Button(SEND_LABEL, elem_id="create-send")
             selected_params = gr.JSON(label="Parameters of the selected image")
 
     job_id = gr.State(None)
     asset_ids = gr.State([])
     selected = gr.State(None)
+    senders.append((send, selected))
     form = [prompt, negative, style, aspect, width, height, count, steps, guidance, sampler, seed, stages, keep, *loras.inputs]
     tab = CreateTab(services, form, loras)
 
@@ -151,3 +155,8 @@ def build_create_tab(services: Services) -> CreateTab:
 
     reuse_button.click(reuse, selected_params, form, api_visibility="private")
     return tab
+
+
+def create_target(tab: CreateTab, tab_id: str) -> TemplateTarget:
+    """Create as a template's tab: the template's request fills the whole form, as "Reuse settings" does."""
+    return TemplateTarget(tab_id, tab.form, lambda request: dict(zip(tab.form, tab.values_from(request))))

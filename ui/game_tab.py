@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -14,17 +15,20 @@ from storage.loras import LoraError
 from storage.models import JobState, LoraState
 from tasks.client import InvalidRequest, QueueUnavailable
 from ui.asset_panel import wire_selection
+from ui.img2img_tab import SEND_LABEL
 from ui.jobs import follow_job, wait_for_job, warn_if_no_worker
 from ui.lora_picker import LoraPicker, build_lora_picker
 from ui.services import Services, banner
 from ui.style_picker import build_style_picker
+from ui.templates_tab import TemplateTarget
 
 # Seconds between redraws of a running training's curve and samples.
 TRAINING_POLL_SECONDS = 1.0
 LORA_COLUMNS = ["Name", "Kind", "State", "Profile", "Trigger", "Note", "Id"]
 
 
-def build_generate_section(services: Services) -> None:
+def build_generate_section(services: Services, senders: list[tuple[gr.Button, gr.State]]) -> tuple[list, Callable[[dict], dict]]:
+    """The generate form; returns the components a game template fills and how it fills them."""
     options = services.options
     profile = options.profile
     catalog = options.catalog
@@ -63,9 +67,12 @@ def build_generate_section(services: Services) -> None:
             gallery = gr.Gallery(label="Assets", format="png", columns=4, height=520, elem_id="game-gallery",
                                  object_fit="contain", buttons=["download", "fullscreen"])
             selected_info = gr.Markdown()
-            favourite_button = gr.Button("☆ Favourite")
+            with gr.Row():
+                favourite_button = gr.Button("☆ Favourite")
+                send = gr.Button(SEND_LABEL, elem_id="game-send")
             selected_params = gr.JSON(label="Parameters of the selected asset")
     job_id, asset_ids, selected = gr.State(None), gr.State([]), gr.State(None)
+    senders.append((send, selected))
 
     def on_shape(type_name: str, style_name: str):
         """An asset type or style changes the suggested size, steps and guidance, and what output is offered."""
@@ -107,6 +114,16 @@ def build_generate_section(services: Services) -> None:
     run_button.click(run, form, [job_id, gallery, asset_ids, status], api_name="game_generate", concurrency_limit=None)
     cancel_button.click(services.cancel, job_id, status, api_visibility="private")
     wire_selection(services, gallery, asset_ids, selected, selected_params, selected_info, favourite_button)
+
+    def fill(request: dict) -> dict:
+        suggested = options.style_settings(request["style"], request["asset_type"])
+        return {asset_type: request["asset_type"], prompt: request.get("prompt", ""),
+                negative: request.get("negative_prompt", ""), style: request["style"],
+                transparent: request.get("transparent", True), sheet: request.get("sprite_sheet", False),
+                count: request.get("count", 4), width: suggested["width"], height: suggested["height"],
+                steps: request.get("steps", suggested["steps"]), guidance: request.get("guidance", suggested["guidance"])}
+
+    return [asset_type, prompt, negative, style, transparent, sheet, count, width, height, steps, guidance], fill
 
 
 def _uploaded(paths) -> list[tuple[str, bytes]]:
@@ -329,13 +346,15 @@ def build_library_section(services: Services) -> None:
     upload_button.click(upload, [upload_file, upload_name, upload_weight], [table, status], api_visibility="private")
 
 
-def build_game_tab(services: Services) -> None:
+def build_game_tab(services: Services, senders: list[tuple[gr.Button, gr.State]], targets: dict[str, TemplateTarget]) -> None:
     options = services.options
     gr.Markdown(banner(options), visible=options.profile.is_noise, elem_classes=["noise-banner"])
-    with gr.Tabs():
+    with gr.Tabs() as sections:
         with gr.Tab("Generate", id="game-generate-tab"):
-            build_generate_section(services)
+            components, fill = build_generate_section(services, senders)
         with gr.Tab("Train a style", id="game-train-tab"):
             build_training_section(services)
         with gr.Tab("My LoRAs", id="game-loras-tab"):
             build_library_section(services)
+    targets["game"] = TemplateTarget("game", [sections, *components],
+                                     lambda request: {sections: gr.Tabs(selected="game-generate-tab"), **fill(request)})

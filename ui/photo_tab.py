@@ -17,8 +17,10 @@ from storage.avatars import AvatarError, AvatarView
 from storage.models import JobState
 from tasks.client import InvalidRequest, JobView, QueueUnavailable
 from tasks.identity_client import AVATAR_TRAINING_STEPS, Portrait
+from ui.img2img_tab import SEND_LABEL
 from ui.jobs import track_job, warn_if_no_worker
 from ui.services import Services, banner
+from ui.templates_tab import TemplateTarget
 
 VERDICT_COLUMNS = ["Photo", "Verdict", "Reason"]
 PHOTO_COLUMNS = ["Photo", "Verdict", "Problems", "Similarity to the group", "Sharpness"]
@@ -194,7 +196,8 @@ def _edits(catalogue, values) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ PhotoMaker
 
 
-def build_photomaker_section(services: Services, enabled: bool) -> None:
+def build_photomaker_section(services: Services, enabled: bool, senders: list[tuple[gr.Button, gr.State]]) -> tuple[list, Callable[[dict], dict]]:
+    """The PhotoMaker form; returns the components a portrait template fills and how it fills them."""
     options, identity = services.options, services.identity
     catalogue = identity.catalogue
     profile = options.profile
@@ -231,12 +234,14 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
             gallery = gr.Gallery(label="Portraits (most like the person first)", format="png", columns=3, height=460,
                                  object_fit="contain", elem_id="photo-gallery", buttons=["download", "fullscreen"])
             selected_info = gr.Markdown("Select a picture to edit its attributes.", elem_id="photo-selected")
+            send = gr.Button(SEND_LABEL, elem_id="photo-send")
             with gr.Accordion("Edit attributes of the selected picture", open=True):
                 reedits = _attribute_dropdowns(catalogue, "photo-edit-attr")
                 edit_button = gr.Button("Redraw with these edits", interactive=False, elem_id="photo-edit")
                 before_after = gr.ImageSlider(label="Before / after", type="filepath", elem_id="photo-before-after",
                                               height=360)
     job_id, result_ids, selected, cache = gr.State(None), gr.State([]), gr.State(None), gr.State({})
+    senders.append((send, selected))
 
     def run(paths, prompt_v, stylization_v, mix_paths, mix_v, count_v, best_of_v, scale_v, negative_v, seed_v, steps_v,
             guidance_v, cache_v, *edit_values, progress=gr.Progress()):
@@ -293,6 +298,15 @@ def build_photomaker_section(services: Services, enabled: bool) -> None:
 
     edit_button.click(edit, [selected, *reedits], [job_id, before_after, status], api_visibility="private",
                       concurrency_limit=None)
+
+    def fill(request: dict) -> dict:
+        """A portrait template's settings; the face photos are the user's to upload."""
+        return {prompt: request.get("prompt", ""), stylization: request.get("stylization", "none"),
+                negative: request.get("negative_prompt", ""), count: request.get("count", 2),
+                best_of: request.get("best_of", best_of.value), steps: request.get("steps", profile.steps),
+                guidance: request.get("guidance", profile.guidance)}
+
+    return [prompt, stylization, negative, count, best_of, steps, guidance], fill
 
 
 # ------------------------------------------------------------------------------------------- Avatars
@@ -609,17 +623,19 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     render_cancel.click(services.cancel, render_job, render_status, api_visibility="private")
 
 
-def build_photo_tab(services: Services) -> None:
+def build_photo_tab(services: Services, senders: list[tuple[gr.Button, gr.State]], targets: dict[str, TemplateTarget]) -> None:
     options = services.options
     unavailable = services.identity.unavailable
     gr.Markdown(banner(options), visible=options.profile.is_noise, elem_classes=["noise-banner"])
     gr.Markdown(f"**{unavailable}**" if unavailable else "", visible=bool(unavailable), elem_id="photo-unavailable",
                 elem_classes=["noise-banner"])
     enabled = unavailable is None
-    with gr.Tabs():
+    with gr.Tabs() as sections:
         with gr.Tab("PhotoMaker", id="photo-maker-tab"):
-            build_photomaker_section(services, enabled)
+            components, fill = build_photomaker_section(services, enabled, senders)
         with gr.Tab("Avatars", id="photo-avatars-tab"):
             build_avatar_section(services, enabled)
         with gr.Tab("Photo studio", id="photo-studio-tab") as studio_tab:
             build_studio_section(services, enabled, studio_tab)
+    targets["photomaker"] = TemplateTarget("photo", [sections, *components],
+                                           lambda request: {sections: gr.Tabs(selected="photo-maker-tab"), **fill(request)})

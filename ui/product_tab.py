@@ -9,9 +9,11 @@ from storage import repo
 from storage.models import JobState
 from tasks.client import InvalidRequest, JobView, QueueUnavailable
 from tasks.product_client import BRUSH_COLORS
+from ui.img2img_tab import SEND_LABEL
 from ui.jobs import wait_for_job, warn_if_no_worker
 from ui.materials_tab import MaterialPicker, build_material_picker, upload_material
 from ui.services import Services, banner
+from ui.templates_tab import TemplateTarget
 
 # What each ad format is for; the sizes come from the client's form options.
 FORMAT_USES = {"1:1": "feed", "4:5": "portrait feed", "9:16": "stories / reels", "16:9": "video / banner"}
@@ -19,7 +21,9 @@ LAYER_STAGES = ("background", "shadow", "product", "mask")
 EXPORT_LINKS = {"zip": "Layers as PNG (zip)", "psd": "Photoshop file (psd)", "manifest": "Manifest (json)"}
 
 
-def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
+def build_product_tab(services: Services, tab: gr.Tab, senders: list[tuple[gr.Button, gr.State]],
+                      targets: dict[str, TemplateTarget]) -> MaterialPicker:
+    """The tab inside ``tab``; it opens product templates (``targets``) and sends pictures to image-to-image."""
     options = services.options
     profile = options.profile
     formats = [(f"{name} {FORMAT_USES.get(name, '')} · {w}×{h}", name) for name, (w, h) in options.canvas_formats.items()]
@@ -86,9 +90,11 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
                 rerun_format = gr.Dropdown(formats, value="9:16",
                                            label="Re-run this scene in", scale=3)
                 rerun_button = gr.Button("Re-run (new background only)", scale=2, elem_id="product-rerun")
+            send = gr.Button(SEND_LABEL, elem_id="product-send")
     job_id = gr.State(None)
     picture_ids = gr.State([])
     selected = gr.State(None)
+    senders.append((send, selected))
 
     def show(material_id: str | None):
         if not material_id:
@@ -181,6 +187,14 @@ def build_product_tab(services: Services, tab: gr.Tab) -> MaterialPicker:
     form = [picker.dropdown, scenes, scene_prompt, canvas, width, height, scene_placement, scale, x, ground, variants,
             seed, steps, guidance, shadow, controlnet]
     results = [job_id, gallery, picture_ids, status]
+
+    def fill(request: dict) -> dict:
+        """A product template's settings; the product photo is the user's to pick."""
+        return {scenes: request.get("scenes", []), scene_prompt: request.get("scene_prompt", ""),
+                canvas: request.get("canvas_format", "1:1"), variants: request.get("variants", 1),
+                steps: request.get("steps", profile.steps), guidance: request.get("guidance", profile.guidance)}
+
+    targets["product"] = TemplateTarget("product", [scenes, scene_prompt, canvas, variants, steps, guidance], fill)
     run_button.click(run, form, results, api_name="product_generate", concurrency_limit=None)
     cancel_button.click(services.cancel, job_id, status, api_visibility="private")
 

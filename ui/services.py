@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from storage import repo
@@ -17,6 +18,7 @@ from tasks.client import FormOptions, StudioClient
 from tasks.identity_client import IdentityClient
 from tasks.lora_client import LoraClient
 from tasks.product_client import ProductClient
+from tasks.template_client import TemplateClient
 
 
 @dataclass
@@ -46,6 +48,11 @@ class Services:
     @property
     def identity(self) -> IdentityClient:
         return IdentityClient(self.client, AvatarLibrary(self.db, self.files), self.materials)
+
+    @cached_property
+    def templates(self) -> TemplateClient:
+        """Built on first use and kept: it reads the studio's template catalogue once."""
+        return TemplateClient(self.db, self.files, self.client.profile)
 
     @property
     def previews(self) -> StylePreviews:
