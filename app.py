@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -149,7 +150,8 @@ def models(args: argparse.Namespace) -> None:
 
 def styles(args: argparse.Namespace) -> None:
     """Render a preview of every style (or those named) with the active profile into the file store: the
-    art styles, or with --avatars the avatar styles."""
+    art styles, with --avatars the avatar styles, or with --templates the template square's industry templates."""
+    from engine.industry_templates import load_industry_templates
     from engine.loader import PipelineCache, Placement
     from engine.portraits import load_portrait_catalogue
     from engine.style_previews import (
@@ -158,6 +160,7 @@ def styles(args: argparse.Namespace) -> None:
         PREVIEW_SUBJECT,
         render_avatar_previews,
         render_style_previews,
+        render_template_previews,
     )
     from engine.styles import load_styles
     from settings import Settings
@@ -167,7 +170,10 @@ def styles(args: argparse.Namespace) -> None:
     settings = Settings()
     _profiles, profile = _profiles_or_exit(settings)
     _ensure_tiny(settings, profile)
-    if args.avatars:
+    if args.templates:
+        store, catalogue, subject = StylePreviews(settings.files / "previews" / "templates"), load_industry_templates(), "each template's examples"
+        known, render = catalogue, partial(render_template_previews, styles=load_styles())
+    elif args.avatars:
         store, catalogue, subject = StylePreviews(settings.files / "previews" / "avatars"), load_portrait_catalogue(), AVATAR_PREVIEW_SUBJECT
         known, render = catalogue.avatar_styles, render_avatar_previews
     else:
@@ -221,6 +227,8 @@ def parser() -> argparse.ArgumentParser:
     styles_cmd.add_argument("names", nargs="*", help="only these styles (default: all)")
     styles_cmd.add_argument("--missing", action="store_true", help="only styles that have no preview yet")
     styles_cmd.add_argument("--avatars", action="store_true", help="the avatar styles (templates/avatar_styles.json) instead of the art styles")
+    styles_cmd.add_argument("--templates", action="store_true",
+                            help="the template square's industry templates (templates/industry_templates.json) instead of the art styles")
     return top
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from engine.cascade import run_cascade
 from engine.identity_request import avatar_style_params
+from engine.industry_templates import IndustryTemplate, aspect_size
 from engine.loader import ModelUnavailableError, PipelineCache
 from engine.lora import LoraMismatchError, lora_weights
 from engine.params import GenerationParams, resolve_generation
@@ -71,3 +72,22 @@ def render_avatar_previews(catalogue: PortraitCatalogue, profile: Profile, cache
                                    {"seed": PREVIEW_SEED, **({"steps": profile.steps} if profile.is_noise else {})})
 
     return render_previews(names or list(catalogue.avatar_styles), params_for, profile, cache, should_skip)
+
+
+def render_template_previews(templates: dict[str, IndustryTemplate], profile: Profile, cache: PipelineCache,
+                             names: list[str] | None = None, should_skip: Callable[[str], bool] = lambda name: False,
+                             *, styles: dict[str, Style]) -> Iterator[StylePreview]:
+    """One preview per industry template: its prompt with each blank's example, in its style and shape, as a
+    text-to-image picture of what the template aims at (whichever tab it opens)."""
+    def params_for(name: str) -> GenerationParams:
+        template = templates[name]
+        raw = {"prompt": template.filled_prompt({f.name: f.example for f in template.fields}),
+               "negative_prompt": template.negative_prompt, "style": template.settings.get("style", "none"),
+               "seed": PREVIEW_SEED}
+        if "aspect" in template.settings:
+            raw["width"], raw["height"] = aspect_size(template.settings["aspect"], profile)
+        if profile.is_noise:
+            raw["steps"] = profile.steps
+        return resolve_generation(raw, profile, styles)
+
+    return render_previews(names or list(templates), params_for, profile, cache, should_skip)

@@ -83,6 +83,21 @@ def details(card: TemplateCard) -> str:
             f"**Prompt:** `{t.prompt}`")
 
 
+def open_template(services: Services, tabs: gr.Tabs, targets: dict[str, TemplateTarget], key: str | None,
+                  values: list[str]) -> dict:
+    """{component: value} that opens the template's tab with its form filled from the template and the
+    blanks' ``values`` (in the template's field order); an unfilled blank is an error the UI shows."""
+    card = services.templates.get(services.owner_id, key) if key else None
+    if card is None:
+        raise gr.Error("Select a template first.")
+    try:
+        _kind, request = services.templates.request(card, {f.name: values[i] for i, f in enumerate(card.template.fields)})
+    except TemplateError as exc:
+        raise gr.Error(str(exc)) from exc
+    target = targets[card.template.tab]
+    return {tabs: gr.Tabs(selected=target.tab_id), **target.fill(request)}
+
+
 def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, TemplateTarget], tab: gr.Tab) -> None:
     """The square inside ``tab``; opening it reloads the list (a colleague may have shared one)."""
     templates = services.templates
@@ -146,17 +161,10 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
     all_components = [c for target in targets.values() for c in target.components]
 
     def use(key: str | None, *values: str):
-        card = templates.get(services.owner_id, key) if key else None
-        if card is None:
-            raise gr.Error("Select a template first.")
-        filled = {f.name: values[i] for i, f in enumerate(card.template.fields)}
-        try:
-            _kind, request = templates.request(card, filled)
-        except TemplateError as exc:
-            raise gr.Error(str(exc)) from exc
-        target = targets[card.template.tab]
+        update = open_template(services, tabs, targets, key, list(values))
+        card = templates.get(services.owner_id, key)
         gr.Info(f"“{card.template.title}” is set up in {TAB_LABELS[card.template.tab]}: check it and press Generate.")
-        return {tabs: gr.Tabs(selected=target.tab_id), **target.fill(request)}
+        return update
 
     use_button.click(use, [selected, *blanks], [tabs, *all_components], api_visibility="private")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 from fastapi import FastAPI
 
@@ -15,41 +17,54 @@ from ui.materials_tab import build_materials_tab
 from ui.photo_tab import build_photo_tab
 from ui.product_tab import build_product_tab
 from ui.services import Services
-from ui.templates_tab import build_templates_tab
+from ui.templates_tab import TemplateTarget, build_templates_tab
 
 CSS = ".noise-banner { background: #fff4d6; border: 1px solid #e0b400; border-radius: 6px; padding: 4px 10px; }"
+
+
+@dataclass
+class StudioTabs:
+    """The top tabs and the tabs a template can open, by the template's tab name."""
+
+    tabs: gr.Tabs
+    targets: dict[str, TemplateTarget]
+
+
+def build_tabs(services: Services) -> StudioTabs:
+    # "Send to image-to-image" buttons of the result galleries wait here until that tab exists.
+    senders, targets = [], {}
+    with gr.Tabs(selected="create") as tabs:
+        with gr.Tab("Template square", id="templates") as templates_tab:
+            templates_slot = gr.Column()
+        with gr.Tab("Create", id="create"):
+            create = build_create_tab(services, senders)
+            targets["create"] = create_target(create, "create")
+        with gr.Tab("Image-to-image", id="img2img"):
+            img2img = build_img2img_tab(services, "img2img", senders)
+            targets["img2img"] = img2img_target(img2img)
+        with gr.Tab("Creation chat", id="chat") as chat_tab:
+            build_chat_tab(services, create, tabs, "create", chat_tab, senders)
+        with gr.Tab("Product synthesis", id="product") as product_tab:
+            product_picker = build_product_tab(services, product_tab, senders, targets)
+        with gr.Tab("Game assets", id="game"):
+            build_game_tab(services, senders, targets)
+        with gr.Tab("PhotoMaker & avatars", id="photo"):
+            build_photo_tab(services, senders, targets)
+        with gr.Tab("Material library", id="materials") as materials_tab:
+            build_materials_tab(services, [product_picker, img2img.picker], tabs, "product", materials_tab)
+        with gr.Tab("My assets", id="assets") as assets_tab:
+            build_assets_tab(services, create, tabs, "create", assets_tab, senders)
+    # The square comes first but opens the other tabs, so it is filled in once they exist.
+    with templates_slot:
+        build_templates_tab(services, tabs, targets, templates_tab)
+    wire_senders(img2img, tabs, senders)
+    return StudioTabs(tabs, targets)
 
 
 def build_blocks(services: Services) -> gr.Blocks:
     with gr.Blocks(title="AI Creative Studio") as blocks:
         gr.Markdown("# AI Creative Studio")
-        # "Send to image-to-image" buttons of the result galleries, wired once that tab exists, and the tabs a
-        # template can open, by the template's tab name.
-        senders, targets = [], {}
-        with gr.Tabs(selected="create") as tabs:
-            with gr.Tab("Template square", id="templates") as templates_tab:
-                templates_slot = gr.Column()
-            with gr.Tab("Create", id="create"):
-                create = build_create_tab(services, senders)
-                targets["create"] = create_target(create, "create")
-            with gr.Tab("Image-to-image", id="img2img"):
-                img2img = build_img2img_tab(services, "img2img", senders)
-                targets["img2img"] = img2img_target(img2img)
-            with gr.Tab("Creation chat", id="chat") as chat_tab:
-                build_chat_tab(services, create, tabs, "create", chat_tab, senders)
-            with gr.Tab("Product synthesis", id="product") as product_tab:
-                product_picker = build_product_tab(services, product_tab, senders, targets)
-            with gr.Tab("Game assets", id="game"):
-                build_game_tab(services, senders, targets)
-            with gr.Tab("PhotoMaker & avatars", id="photo"):
-                build_photo_tab(services, senders, targets)
-            with gr.Tab("Material library", id="materials") as materials_tab:
-                build_materials_tab(services, [product_picker, img2img.picker], tabs, "product", materials_tab)
-            with gr.Tab("My assets", id="assets") as assets_tab:
-                build_assets_tab(services, create, tabs, "create", assets_tab, senders)
-        with templates_slot:
-            build_templates_tab(services, tabs, targets, templates_tab)
-        wire_senders(img2img, tabs, senders)
+        build_tabs(services)
     return blocks
 
 

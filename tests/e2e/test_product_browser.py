@@ -67,8 +67,8 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
     canvas = editor.locator("canvas").last
     # A stroke drawn while a busy editor is still redrawing (it drops the chosen tool), or under a notice, is
     # lost, and saving says to paint first; a user picks the brush and paints again, and so does the test
-    # (at most three strokes).
-    for attempt in range(3):
+    # (at most four strokes).
+    for attempt in range(4):
         for close in page.get_by_test_id("toast-close").all():
             close.click()
         # The brush again each time: an editor that redraws with the new mask after the click drops the tool.
@@ -83,14 +83,14 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
         for i in range(1, 11):
             page.mouse.move(box["x"] + box["width"] * (0.75 + 0.01 * i), box["y"] + box["height"] * (0.4 + 0.02 * i))
         page.mouse.up()
-        page.wait_for_timeout(1000)  # the editor exports its layer after the stroke ends
+        page.wait_for_timeout(1500)  # the editor exports its layer after the stroke ends
         page.locator("#product-save-mask").click()
         saved = status.filter(has_text="mask from your brush correction")
         lost = page.get_by_test_id("toast-body").filter(has_text="Paint on the photo first")
         expect(saved.or_(lost).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-        if saved.count() or attempt == 2:
+        if saved.count() or attempt == 3:
             break
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(2500)
     expect(status).to_contain_text("mask from your brush correction")
     _, materials = http_json("GET", f"{studio.url}/api/v1/materials?search={name}")
     corrected = material_mask(studio, materials[0])
