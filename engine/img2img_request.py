@@ -65,7 +65,7 @@ def resolve_controls(raw_controls, profile: Profile) -> list[dict]:
     for item in raw_controls:
         item = {"kind": item} if isinstance(item, str) else item
         kind = item.get("kind") if isinstance(item, dict) else None
-        if kind not in KEEPS:
+        if not isinstance(kind, str) or kind not in KEEPS:
             raise ParamError(f"Unknown keep {kind!r}: choose from {', '.join(KEEPS)} (or none for composition only).")
         keep = KEEPS[kind]
         missing = [role for role in keep.roles if role not in profile.roles]

@@ -130,7 +130,8 @@ def get_asset_file(asset_id: str, services: ServicesDep) -> FileResponse:
 
 @router.get("/assets/{asset_id}/layers", response_model=list[AssetOut])
 def get_asset_layers(asset_id: str, services: ServicesDep) -> list[AssetOut]:
-    """A product picture's layers (background, shadow, product, mask) and exports (manifest, psd, zip)."""
+    """What was made from an asset: a product picture's layers (background, shadow, product, mask) and exports
+    (manifest, psd, zip); the pictures and keep maps image-to-image made from it."""
     _asset(services, asset_id)
     with services.db.session() as session:
         return [AssetOut.of(a) for a in repo.child_assets(session, asset_id, services.owner_id)]

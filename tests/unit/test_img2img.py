@@ -60,6 +60,7 @@ def test_a_request_names_one_source_and_its_keeps_in_order(tiny, styles):
     ({"source_asset_id": "a", "prompt": "x", "keeps": ["pose", {"kind": "pose", "weight": 1}]}, "named twice"),
     ({"source_asset_id": "a", "prompt": "x", "keeps": [{"kind": "depth", "weight": 2.5}]}, "The weight of Depth 2.5 is out of range"),
     ({"source_asset_id": "a", "prompt": "x", "keeps": "pose"}, "keeps must be a list"),
+    ({"source_asset_id": "a", "prompt": "x", "keeps": [{"kind": ["pose"]}]}, "Unknown keep"),
     ({"source_asset_id": "a", "prompt": "x", "strength": 0}, "Strength 0.0 is out of range"),
 ])
 def test_bad_requests_say_what_to_correct(tiny, styles, raw, message):
