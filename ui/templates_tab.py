@@ -133,10 +133,11 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
 
     filters = [search, tag_filter, source]
     list_outputs = [gallery, shown, summary, selected, info, *blanks, use_button, share_button, delete_button, tag_filter]
-    tab.select(listing, filters, list_outputs, api_visibility="private")
-    search.submit(listing, filters, list_outputs, api_visibility="private")
+    # The last filter wins: an older listing finishing late must not replace a newer one.
+    tab.select(listing, filters, list_outputs, api_visibility="private", trigger_mode="always_last")
+    search.submit(listing, filters, list_outputs, api_visibility="private", trigger_mode="always_last")
     for control in (tag_filter, source):
-        control.input(listing, filters, list_outputs, api_visibility="private")
+        control.input(listing, filters, list_outputs, api_visibility="private", trigger_mode="always_last")
 
     def open_card(key: str | None):
         card = templates.get(services.owner_id, key) if key else None

@@ -39,6 +39,13 @@ def dismiss_toast(page, text: str) -> None:
     sync_api.expect(toast).to_have_count(0)
 
 
+def listing_summary(studio, search: str = "", source: str = "all") -> str:
+    """What the square's summary says for these filters, counted through the REST API."""
+    status, cards = http_json("GET", f"{studio.url}/api/v1/templates?search={search}&source={source}")
+    assert status == 200, (status, cards)
+    return f"{len(cards)} template(s)" if cards else "No template matches: clear the search or the tags."
+
+
 def newest_asset(studio, origin: str, search: str | None = None) -> dict:
     query = f"origin={origin}&limit=1" + (f"&search={search}" if search else "")
     status, assets = http_json("GET", f"{studio.url}/api/v1/assets?{query}")
@@ -52,11 +59,15 @@ def test_choose_a_template_fill_its_blank_and_generate(page, studio, tmp_path):
     (blank,) = template["fields"]
     style = template["settings"]["style"]
 
+    # Each listing replaces the gallery and the selection, and listings run side by side: wait for each to show
+    # before the next, or a slower earlier one lands last.
+    summary = page.locator("#templates-summary")
     page.get_by_role("tab", name="Template square").click()
+    expect(summary).to_have_text(listing_summary(studio))
     search = page.locator("#templates-search").get_by_role("textbox")
     search.fill("festival")
     search.press("Enter")
-    expect(page.locator("#templates-summary")).to_contain_text(re.compile(r"\d+ template\(s\)"))
+    expect(summary).to_have_text(listing_summary(studio, "festival"))
     card = page.locator("#templates-gallery button").filter(has_text=f"{TEMPLATE_TITLE} · ")
     expect(card).to_have_count(1)
     assert image_loaded(card.locator("img")), "the template's card picture did not load"
@@ -92,11 +103,10 @@ def test_choose_a_template_fill_its_blank_and_generate(page, studio, tmp_path):
     assert "dragon" in asset["prompt"], asset["prompt"]
     assert asset["params"]["style"] == style and asset["params"]["seed"] == seed, asset["params"]
 
-    # My assets: select that picture and save it as the user's own template.
+    # My assets: select that picture and save it as the user's own template. Opening the tab lists the assets,
+    # newest first, and clears the selection: wait for the list before selecting.
     page.get_by_role("tab", name="My assets").click()
-    assets_search = page.get_by_label("Search prompts")
-    assets_search.fill("dragon")
-    assets_search.press("Enter")
+    expect(page.get_by_text(re.compile(r"^\d+ asset\(s\)$"))).to_be_visible()
     picture = page.locator("#assets-gallery button").filter(has_text="dragon").first
     expect(picture).to_be_visible()
     picture.click()
@@ -111,12 +121,15 @@ def test_choose_a_template_fill_its_blank_and_generate(page, studio, tmp_path):
     expect(page.locator("#assets-template-status")).to_contain_text(
         f"Saved “{title}” to the Template square (Create; only you see it).")
 
-    # The Template square lists it under Mine.
+    # The Template square lists it under Mine. Opening the square lists again (still searching "festival")
+    # and clears the selected template.
     page.get_by_role("tab", name="Template square").click()
+    expect(page.locator("#templates-details")).to_have_text("Select a template.")
+    page.get_by_role("radio", name="Mine", exact=True).check()
+    expect(summary).to_have_text(listing_summary(studio, "festival", "mine"))
     search.fill("")
     search.press("Enter")
-    expect(page.locator("#templates-summary")).to_contain_text(re.compile(r"\d+ template\(s\)"))
-    page.get_by_role("radio", name="Mine", exact=True).check()
+    expect(summary).to_have_text(listing_summary(studio, "", "mine"))
     mine = page.locator("#templates-gallery button").filter(has_text=title)
     expect(mine).to_have_count(1)
     expect(mine).to_contain_text("→ Create · mine")
