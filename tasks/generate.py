@@ -95,11 +95,13 @@ def load_init_image(context: WorkerContext, job, params: GenerationParams) -> Im
     with context.db.session() as session:
         if params.init_asset_id:
             source = repo.get_asset(session, params.init_asset_id, job.owner_id)
-            path = source and context.files.path(source.file_hash, MIME_EXTENSIONS[source.mime])
+            path = context.files.path(source.file_hash, MIME_EXTENSIONS[source.mime]) if source else None
         else:
             source = session.get(Material, params.init_material_id)
-            path = source and source.owner_id == job.owner_id and context.files.path(source.file_hash, "png")
-    if not path:
+            # Materials are uploads, always stored as PNG; another user's is as missing as a deleted one.
+            owned = source is not None and source.owner_id == job.owner_id
+            path = context.files.path(source.file_hash, "png") if owned else None
+    if path is None:
         raise ParamError(f"The source image {params.init_asset_id or params.init_material_id!r} does not exist (or was deleted).")
     return Image.open(path).convert("RGB")
 

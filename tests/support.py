@@ -203,3 +203,16 @@ def training_pngs(count: int = 6) -> list[tuple[str, bytes]]:
         image.save(buffer, format="PNG")
         files.append((f"style-{index}.png", buffer.getvalue()))
     return files
+
+
+def figure_drawing(size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A figure-like drawing for image-to-image: a head, a body and limbs on a light ground."""
+    picture = Image.new("RGB", size, (230, 230, 220))
+    draw = ImageDraw.Draw(picture)
+    w, h = size
+    draw.ellipse((w * 0.42, h * 0.1, w * 0.58, h * 0.3), fill=(200, 150, 120))
+    draw.rectangle((w * 0.4, h * 0.3, w * 0.6, h * 0.65), fill=(40, 80, 160))
+    draw.line((w * 0.4, h * 0.35, w * 0.25, h * 0.55), fill=(200, 150, 120), width=3)
+    draw.line((w * 0.6, h * 0.35, w * 0.75, h * 0.55), fill=(200, 150, 120), width=3)
+    draw.rectangle((w * 0.42, h * 0.65, w * 0.58, h * 0.95), fill=(60, 60, 60))
+    return picture

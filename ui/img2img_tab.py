@@ -53,7 +53,7 @@ class Img2ImgTab:
         """Form values for a template's (or a result's) image-to-image settings; the source stays as it is."""
         options = self.services.options
         profile = options.profile
-        keeps = {k["kind"]: k.get("weight") for k in settings.get("keeps", settings.get("controls", []))}
+        keeps = {k["kind"]: k.get("weight") for k in settings.get("keeps", [])}
         keep_values = []
         for keep in options.keeps:
             keep_values += [keep.name in keeps and keep.problem is None, keeps.get(keep.name) or keep.default_weight]

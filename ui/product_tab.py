@@ -142,7 +142,10 @@ def build_product_tab(services: Services, tab: gr.Tab, senders: list[tuple[gr.Bu
             raise gr.Error("Pick a product photo first.")
         strokes = (value or {}).get("layers") or []
         if not strokes or strokes[0].getchannel("A").getbbox() is None:
-            raise gr.Error("Paint on the photo first: green adds to the product, red erases.")
+            # A notice, not an error: an error would mark the editor as failed, and the next strokes would not
+            # reach the server either.
+            gr.Warning("Paint on the photo first: green adds to the product, red erases.")
+            return [gr.update()] * len(preview_outputs)
         try:
             services.products.correct_mask(services.owner_id, material_id, strokes[0])
         except InvalidRequest as exc:

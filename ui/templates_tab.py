@@ -84,9 +84,9 @@ def details(card: TemplateCard) -> str:
 
 
 def open_template(services: Services, tabs: gr.Tabs, targets: dict[str, TemplateTarget], key: str | None,
-                  values: list[str]) -> dict:
-    """{component: value} that opens the template's tab with its form filled from the template and the
-    blanks' ``values`` (in the template's field order); an unfilled blank is an error the UI shows."""
+                  values: list[str]) -> tuple[TemplateCard, dict]:
+    """The template, and {component: value} that opens its tab with the form filled from the template and
+    the blanks' ``values`` (in the template's field order); an unfilled blank is an error the UI shows."""
     card = services.templates.get(services.owner_id, key) if key else None
     if card is None:
         raise gr.Error("Select a template first.")
@@ -95,7 +95,7 @@ def open_template(services: Services, tabs: gr.Tabs, targets: dict[str, Template
     except TemplateError as exc:
         raise gr.Error(str(exc)) from exc
     target = targets[card.template.tab]
-    return {tabs: gr.Tabs(selected=target.tab_id), **target.fill(request)}
+    return card, {tabs: gr.Tabs(selected=target.tab_id), **target.fill(request)}
 
 
 def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, TemplateTarget], tab: gr.Tab) -> None:
@@ -162,8 +162,7 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
     all_components = [c for target in targets.values() for c in target.components]
 
     def use(key: str | None, *values: str):
-        update = open_template(services, tabs, targets, key, list(values))
-        card = templates.get(services.owner_id, key)
+        card, update = open_template(services, tabs, targets, key, list(values))
         gr.Info(f"“{card.template.title}” is set up in {TAB_LABELS[card.template.tab]}: check it and press Generate.")
         return update
 

@@ -61,6 +61,12 @@ def test_upload_correct_the_mask_generate_and_download_the_layers(page, studio, 
     cut = material_mask(studio, materials[0])
     assert (cut & known).sum() / (cut | known).sum() > 0.95
 
+    # Saving before painting says to paint first, and leaves the editor ready for strokes.
+    page.locator("#product-save-mask").click()
+    notice = page.get_by_test_id("toast-body").filter(has_text="Paint on the photo first")
+    expect(notice).to_be_visible()
+    expect(status).not_to_contain_text("Error")
+
     # Paint a green stroke over the background to the right of the bottle: the mask grows there.
     editor = page.locator("#product-mask-editor")
     page.wait_for_timeout(2500)  # the editor redraws its canvas with the new mask after the status shows

@@ -8,13 +8,13 @@ import io
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlalchemy import func, select
 
 from storage import repo
 from storage.files import FileStore
 from storage.models import Job
-from tests.support import wait_for
+from tests.support import figure_drawing, wait_for
 from ui.api import router
 from ui.services import Services
 
@@ -25,18 +25,9 @@ FAST = {"steps": 2, "width": SIZE[0], "height": SIZE[1]}
 KEEPS = [{"kind": "pose", "weight": 1.0}, {"kind": "edges", "weight": 0.5}, {"kind": "depth", "weight": 0.7}]
 
 
-def drawing_png(size=(96, 72)) -> bytes:
-    """A figure-like drawing: a head, a body and limbs on a light ground."""
-    picture = Image.new("RGB", size, (230, 230, 220))
-    draw = ImageDraw.Draw(picture)
-    w, h = size
-    draw.ellipse((w * 0.42, h * 0.1, w * 0.58, h * 0.3), fill=(200, 150, 120))
-    draw.rectangle((w * 0.4, h * 0.3, w * 0.6, h * 0.65), fill=(40, 80, 160))
-    draw.line((w * 0.4, h * 0.35, w * 0.25, h * 0.55), fill=(200, 150, 120), width=3)
-    draw.line((w * 0.6, h * 0.35, w * 0.75, h * 0.55), fill=(200, 150, 120), width=3)
-    draw.rectangle((w * 0.42, h * 0.65, w * 0.58, h * 0.95), fill=(60, 60, 60))
+def drawing_png() -> bytes:
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    figure_drawing().save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -12,6 +12,7 @@ from engine.img2img_request import KEEPS, UNNAMED_SUBJECT, keep_problem, resolve
 from engine.params import GenerationParams, ParamError, size_like
 from engine.profiles import load_profiles
 from engine.styles import load_styles
+from tests.support import figure_drawing
 
 SIZE = (64, 48)
 
@@ -19,19 +20,6 @@ SIZE = (64, 48)
 @pytest.fixture(scope="module")
 def styles():
     return load_styles()
-
-
-def source_picture(size=(96, 72)) -> Image.Image:
-    """A figure-like drawing: a head, a body and limbs on a light ground."""
-    picture = Image.new("RGB", size, (230, 230, 220))
-    draw = ImageDraw.Draw(picture)
-    w, h = size
-    draw.ellipse((w * 0.42, h * 0.1, w * 0.58, h * 0.3), fill=(200, 150, 120))
-    draw.rectangle((w * 0.4, h * 0.3, w * 0.6, h * 0.65), fill=(40, 80, 160))
-    draw.line((w * 0.4, h * 0.35, w * 0.25, h * 0.55), fill=(200, 150, 120), width=3)
-    draw.line((w * 0.6, h * 0.35, w * 0.75, h * 0.55), fill=(200, 150, 120), width=3)
-    draw.rectangle((w * 0.42, h * 0.65, w * 0.58, h * 0.95), fill=(60, 60, 60))
-    return picture
 
 
 def params_for(tiny, styles, **raw) -> GenerationParams:
@@ -104,7 +92,7 @@ def test_the_source_is_cropped_to_the_output_shape_not_stretched():
 
 
 def test_each_keep_draws_its_map_at_the_output_size(tiny, cache):
-    source = fit_source(source_picture(), SIZE)
+    source = fit_source(figure_drawing(), SIZE)
     controls = [{"kind": "pose", "weight": 1.0}, {"kind": "edges", "weight": 0.8}, {"kind": "depth", "weight": 0.5}]
     drawn = []
     conditions, maps = control_conditions(source, controls, tiny, cache, drawn.append)
@@ -116,7 +104,7 @@ def test_each_keep_draws_its_map_at_the_output_size(tiny, cache):
 
 
 def test_a_keep_at_weight_zero_changes_nothing(tiny, cache, styles):
-    source = fit_source(source_picture(), SIZE)
+    source = fit_source(figure_drawing(), SIZE)
     conditions, _ = control_conditions(source, [{"kind": "edges", "weight": 0.8}, {"kind": "depth", "weight": 0.0}], tiny, cache)
     params = params_for(tiny, styles)
     both = run_cascade(params, tiny, cache, init_images=[source], control=conditions)
@@ -125,7 +113,7 @@ def test_a_keep_at_weight_zero_changes_nothing(tiny, cache, styles):
 
 
 def test_each_weight_belongs_to_its_controlnet_whatever_the_order(tiny, cache, styles):
-    source = fit_source(source_picture(), SIZE)
+    source = fit_source(figure_drawing(), SIZE)
     edges, depth = (control_conditions(source, [{"kind": kind, "weight": 1.5}], tiny, cache)[0][0] for kind in ("edges", "depth"))
     depth = ControlCondition(depth.image, 0.7, depth.role)
     params = params_for(tiny, styles)
@@ -143,7 +131,7 @@ def test_each_weight_belongs_to_its_controlnet_whatever_the_order(tiny, cache, s
 
 
 def test_image_to_image_with_keeps_makes_pictures_of_the_asked_size(tiny, cache, styles):
-    source = fit_source(source_picture(), SIZE)
+    source = fit_source(figure_drawing(), SIZE)
     conditions, _ = control_conditions(source, [{"kind": "pose", "weight": 1.0}, {"kind": "edges", "weight": 0.5}], tiny, cache)
     params = params_for(tiny, styles, count=2, strength=0.5)
     result = run_cascade(params, tiny, cache, init_images=[source], control=conditions)
@@ -153,7 +141,7 @@ def test_image_to_image_with_keeps_makes_pictures_of_the_asked_size(tiny, cache,
 
 
 def test_another_map_leads_to_another_picture(tiny, cache, styles):
-    source = fit_source(source_picture(), SIZE)
+    source = fit_source(figure_drawing(), SIZE)
     edges = control_conditions(source, [{"kind": "edges", "weight": 1.0}], tiny, cache)[0]
     blank = [ControlCondition(Image.new("RGB", SIZE), 1.0, "controlnet")]
     params = params_for(tiny, styles)

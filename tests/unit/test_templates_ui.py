@@ -65,7 +65,7 @@ def test_every_template_opens_its_tab_filled(studio):
     for card in cards:
         template = card.template
         examples = [field.example for field in template.fields]
-        update = open_template(services, tabs.tabs, tabs.targets, card.key, examples)
+        _, update = open_template(services, tabs.tabs, tabs.targets, card.key, examples)
         target = tabs.targets[template.tab]
         assert update[tabs.tabs].selected == target.tab_id, template.name
         filled = {component: value for component, value in update.items() if component is not tabs.tabs}
@@ -92,7 +92,7 @@ def test_a_blank_left_empty_is_asked_for(studio):
 def test_an_image_to_image_template_ticks_its_keeps_at_their_weights(studio):
     services, tabs = studio
     card = next(c for c in services.templates.list(services.owner_id) if c.template.settings.get("keeps"))
-    update = open_template(services, tabs.tabs, tabs.targets, card.key, [f.example for f in card.template.fields])
+    _, update = open_template(services, tabs.tabs, tabs.targets, card.key, [f.example for f in card.template.fields])
     by_id = {getattr(c, "elem_id", None): v for c, v in update.items()}
     for keep in card.template.settings["keeps"]:
         assert by_id[f"img2img-keep-{keep['kind']}"] is True
