@@ -13,5 +13,8 @@ if ! command -v chromium >/dev/null || ! command -v redis-server >/dev/null || [
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+# rembg's matting code (pymatting) is compiled by numba on its first import: over a minute on two cores.
+# Compile it once here, into the venv's cache, not during the first background removal a user asks for.
+.venv/bin/python -c "import rembg"
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"
