@@ -15,8 +15,6 @@ from engine.styles import Style
 
 DEFAULT_STRENGTH = 0.6
 MAX_KEEP_WEIGHT = 2.0
-# "composition only" is plain image-to-image: the strength alone decides how much of the source stays.
-COMPOSITION_LABEL = "Composition only (plain image-to-image)"
 UNNAMED_SUBJECT = "the same subject"
 
 

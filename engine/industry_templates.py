@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.game.request import load_asset_types
+from engine.img2img_request import KEEPS, MAX_KEEP_WEIGHT
 from engine.params import ASPECT_RATIOS, ASPECT_SIZE_MULTIPLE, MAX_STEPS, size_for_aspect
 from engine.portraits import load_portrait_catalogue
 from engine.product.request import CANVAS_FORMATS, MAX_VARIANTS
@@ -44,8 +45,6 @@ SLOT_PATTERN = re.compile(r"\{([^{}]*)\}")
 MAX_FIELDS = 4
 # A template asks for a handful of pictures (or candidates per picture); a user raises it in the tab.
 MAX_PER_TEMPLATE = 4
-KEEP_KINDS = ("edges", "pose", "depth")
-KEEP_WEIGHT_RANGE = (0.0, 2.0)
 ENTRY_KEYS = ("name", "title", "title_zh", "description", "description_zh", "tab", "tags", "prompt",
               "negative_prompt", "fields", "settings")
 FIELD_KEYS = ("name", "label", "label_zh", "example")
@@ -228,8 +227,8 @@ def _keeps(check: _Check, value: object) -> None:
     for keep in value:
         if not isinstance(keep, dict) or set(keep) != {"kind", "weight"}:
             raise check.fail(f'each keep must be {{"kind": ..., "weight": ...}}, not {keep!r}')
-        _choice(check, "keep kind", keep["kind"], KEEP_KINDS)
-        _number(check, f"the {keep['kind']} keep's weight", keep["weight"], *KEEP_WEIGHT_RANGE, whole=False)
+        _choice(check, "keep kind", keep["kind"], KEEPS)
+        _number(check, f"the {keep['kind']} keep's weight", keep["weight"], 0.0, MAX_KEEP_WEIGHT, whole=False)
         kinds.append(keep["kind"])
     duplicated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
     if duplicated:

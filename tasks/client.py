@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from engine.chat_request import DEFAULT_CANDIDATES, resolve_chat_turn
 from engine.game.request import AssetType, load_asset_types, resolve_game_asset
 from engine.identity_request import bind_avatar, resolve_avatar_batch, resolve_identity, resolve_photo_templates
+from engine.img2img_request import DEFAULT_STRENGTH as IMG2IMG_STRENGTH
 from engine.img2img_request import KEEPS, keep_problem, resolve_img2img
 from engine.lora_request import resolve_training
 from engine.params import (
@@ -93,6 +94,7 @@ class FormOptions:
     asset_types: list[tuple[str, str]] = field(default_factory=list)  # (label shown, name)
     catalog: Catalog | None = None
     keeps: list[KeepOption] = field(default_factory=list)
+    img2img_strength: float = IMG2IMG_STRENGTH
 
     @classmethod
     def of(cls, profile: Profile, catalog: Catalog, categories: dict[str, StyleCategory] | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
@@ -407,11 +408,11 @@ class TemplateOut(BaseModel):
     preview_url: str | None
 
     @classmethod
-    def of(cls, card: TemplateCard) -> "TemplateOut":
+    def of(cls, card: TemplateCard, services: Services) -> "TemplateOut":
         entry = card.template.to_dict()
         return cls(**entry, key=card.key, job_kind=card.template.job_kind, source=card.source, owner=card.owner,
                    shared=card.shared,
-                   preview_url=f"/api/v1/templates/{card.key}/preview" if card.preview_hash else None)
+                   preview_url=f"/api/v1/templates/{card.key}/preview" if _template_preview(services, card) else None)
 
 
 class TemplateCreate(BaseModel):
@@ -424,6 +425,13 @@ class TemplateCreate(BaseModel):
 
 class TemplatePatch(BaseModel):
     shared: bool
+
+
+def _template_preview(services: Services, card: TemplateCard) -> Path | None:
+    """A user's template shows the result it was saved from; a studio template its rendered preview, if any."""
+    if card.preview_hash:
+        return services.files.path(card.preview_hash, "png")
+    return services.template_previews.path(services.options.profile.name, card.template.name)
 
 
 def _template(services: Services, key: str) -> TemplateCard:
@@ -452,7 +460,7 @@ def list_templates(services: ServicesDep, search: str = "", tag: Annotated[list[
         cards = services.templates.list(services.owner_id, search, tag or (), source)
     except TemplateError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return [TemplateOut.of(card) for card in cards]
+    return [TemplateOut.of(card, services) for card in cards]
 
 
 @router.post("/templates", status_code=201, response_model=TemplateOut)
@@ -464,26 +472,30 @@ def save_template(body: TemplateCreate, services: ServicesDep) -> TemplateOut:
                                                   body.shared, body.tags)
     except TemplateError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return TemplateOut.of(card)
+    return TemplateOut.of(card, services)
 
 
 @router.get("/templates/{key}", response_model=TemplateOut)
 def get_template(key: str, services: ServicesDep) -> TemplateOut:
-    return TemplateOut.of(_template(services, key))
+    return TemplateOut.of(_template(services, key), services)
 
 
 @router.get("/templates/{key}/preview")
 def get_template_preview(key: str, services: ServicesDep) -> FileResponse:
     card = _template(services, key)
-    if card.preview_hash is None:
-        raise HTTPException(404, f"No preview of the studio template {key} yet.")
-    return _png_file(services, card.preview_hash, f"template-{card.template.name}.png")
+    if card.preview_hash:
+        return _png_file(services, card.preview_hash, f"template-{card.template.name}.png")
+    path = _template_preview(services, card)
+    if path is None:
+        raise HTTPException(404, f"No preview of the studio template {key} on this profile: "
+                                 "render them with `python app.py styles previews --templates`.")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.patch("/templates/{key}", response_model=TemplateOut)
 def patch_template(key: str, body: TemplatePatch, services: ServicesDep) -> TemplateOut:
     """Share one of your templates with every user of the studio, or make it private again."""
-    return TemplateOut.of(_template_change(lambda: services.templates.set_shared(services.owner_id, key, body.shared)))
+    return TemplateOut.of(_template_change(lambda: services.templates.set_shared(services.owner_id, key, body.shared)), services)
 
 
 @router.delete("/templates/{key}", status_code=204)

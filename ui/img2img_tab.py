@@ -18,7 +18,6 @@ from ui.materials_tab import MaterialPicker, build_material_picker, upload_mater
 from ui.services import Services, banner
 from ui.templates_tab import TemplateTarget
 
-DEFAULT_STRENGTH = 0.6
 SEND_LABEL = "Send to image-to-image"
 
 
@@ -58,7 +57,7 @@ class Img2ImgTab:
         for keep in options.keeps:
             keep_values += [keep.name in keeps and keep.problem is None, keeps.get(keep.name) or keep.default_weight]
         return [settings.get("prompt", ""), settings.get("negative_prompt", ""), settings.get("style", "none"),
-                float(settings.get("strength", DEFAULT_STRENGTH)), *keep_values,
+                float(settings.get("strength", options.img2img_strength)), *keep_values,
                 int(settings.get("width") or profile.default_size[0]), int(settings.get("height") or profile.default_size[1]),
                 int(settings.get("count", 1)), int(settings.get("steps", profile.steps)),
                 float(settings.get("guidance", profile.guidance)), int(settings.get("seed", -1))]
@@ -99,7 +98,7 @@ def build_img2img_tab(services: Services, tab_id: str, senders: list[tuple[gr.Bu
                                 placeholder="the same scene as a watercolour painting / 水彩画风格")
             negative = gr.Textbox(label="Negative prompt", lines=1)
             style = gr.Dropdown(options.styles, value="none", label="Style", elem_id="img2img-style")
-            strength = gr.Slider(0.05, 1.0, value=DEFAULT_STRENGTH, step=0.05, label="Strength",
+            strength = gr.Slider(0.05, 1.0, value=options.img2img_strength, step=0.05, label="Strength",
                                  info="How much is redrawn: low keeps the source's colours and details, 1 redraws everything.",
                                  elem_id="img2img-strength")
             gr.Markdown("### 3 · What to keep\nNone ticked: composition only (plain image-to-image). Several at once "

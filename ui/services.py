@@ -63,6 +63,11 @@ class Services:
         """Previews of the avatar styles (``python app.py styles previews --avatars``)."""
         return StylePreviews(self.files.root / "previews" / "avatars")
 
+    @property
+    def template_previews(self) -> StylePreviews:
+        """Previews of the studio's templates (``python app.py styles previews --templates``)."""
+        return StylePreviews(self.files.root / "previews" / "templates")
+
     def asset_path(self, asset: Asset) -> Path:
         return self.files.path(asset.file_hash, MIME_EXTENSIONS[asset.mime])
 

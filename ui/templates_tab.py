@@ -12,8 +12,7 @@ from typing import Any, Callable
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from storage.previews import StylePreviews
-from tasks.template_client import MINE, SOURCES, TAB_LABELS, TemplateCard, TemplateError
+from tasks.template_client import SOURCES, TAB_LABELS, TemplateCard, TemplateError
 from ui.services import Services
 
 MAX_FIELDS = 4
@@ -33,17 +32,12 @@ class TemplateTarget:
     fill: Callable[[dict], dict[Any, Any]]
 
 
-def template_previews(services: Services) -> StylePreviews:
-    """Rendered previews of the studio's templates (``python app.py styles previews --templates``)."""
-    return StylePreviews(services.files.root / "previews" / "templates")
-
-
 def card_picture(services: Services, card: TemplateCard) -> str:
     """The card's picture: the result a user's template was saved from, the rendered preview of a studio
     template, or else a title card drawn once."""
     if card.preview_hash:
         return str(services.files.path(card.preview_hash, "png"))
-    rendered = template_previews(services).path(services.options.profile.name, card.template.name)
+    rendered = services.template_previews.path(services.options.profile.name, card.template.name)
     if rendered:
         return str(rendered)
     path = services.files.root / "previews" / "templates" / "cards" / f"{card.template.name}.png"
@@ -150,7 +144,7 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
                  for i in range(MAX_FIELDS)]
         share_label = "Stop sharing" if card.shared else "Share with everyone"
         return (key, details(card), *boxes, gr.Button(interactive=True),
-                gr.Button(visible=card.source == MINE, value=share_label), gr.Button(visible=card.source == MINE))
+                gr.Button(visible=card.editable, value=share_label), gr.Button(visible=card.editable))
 
     card_outputs = [selected, info, *blanks, use_button, share_button, delete_button]
 

@@ -17,7 +17,7 @@ from storage.pngmeta import png_with_params
 from tasks.celery_app import create_celery
 from tasks.client import StudioClient
 from ui.services import Services
-from ui.templates_tab import card_picture, open_template, template_previews
+from ui.templates_tab import card_picture, open_template
 from ui.web import build_tabs
 
 
@@ -111,7 +111,7 @@ def test_rendered_previews_replace_the_title_cards(studio, cache):
     catalogue = {name: cards[name].template for name in chosen}
     previews = list(render_template_previews(catalogue, tiny, cache, styles=load_styles()))
     assert [p.style for p in previews] == chosen and all(p.image is not None for p in previews)
-    store = template_previews(services)
+    store = services.template_previews
     for preview in previews:
         store.put(tiny.name, preview.style, png_with_params(preview.image, preview.params))
         shown = card_picture(services, cards[preview.style])

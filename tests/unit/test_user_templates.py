@@ -21,6 +21,7 @@ from settings import Settings
 from storage import repo
 from storage.files import FileStore
 from storage.models import JobState
+from storage.previews import StylePreviews
 from tasks.celery_app import create_celery
 from tasks.client import StudioClient
 from tasks.template_client import (
@@ -370,3 +371,13 @@ def test_the_rest_api_explains_bad_requests(studio, api):
         assert response.status_code == status and detail in response.json()["detail"], response.text
     missing_title = alice.post("/api/v1/templates", json={"asset_id": failed})
     assert missing_title.status_code == 422 and missing_title.json()["detail"][0]["loc"] == ["body", "title"]
+
+
+def test_a_studio_templates_rendered_preview_is_served(studio, api, profile):
+    alice, _ = api
+    StylePreviews(studio["files"].root / "previews" / "templates").put(profile.name, "festival-poster", png("red"))
+    listed = {t["key"]: t for t in alice.get("/api/v1/templates").json()}
+    assert listed["studio:festival-poster"]["preview_url"] == "/api/v1/templates/studio:festival-poster/preview"
+    assert listed["studio:white-background"]["preview_url"] is None
+    preview = alice.get("/api/v1/templates/studio:festival-poster/preview")
+    assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).getpixel((0, 0)) == (255, 0, 0)
