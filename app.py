@@ -1,4 +1,5 @@
-"""AI Creative Studio: ``python app.py`` (web + embedded worker), ``python app.py worker``, ``python app.py models``.
+"""AI Creative Studio: ``python app.py`` (web + embedded worker), ``python app.py worker``, ``python app.py models``,
+``python app.py users``, ``python app.py check``.
 
 Settings come from ``STUDIO_*`` environment variables (see settings.py); the flags below override them.
 """
@@ -72,8 +73,11 @@ def serve(args: argparse.Namespace) -> None:
     from storage import repo
     from storage.db import Database
     from storage.files import FileStore
+    from storage.quota import Quota
+    from storage.users import UserStore
     from tasks.celery_app import app as celery_app
     from tasks.client import StudioClient
+    from ui.auth import Authenticator
     from ui.services import Services
     from ui.web import create_app
 
@@ -82,11 +86,20 @@ def serve(args: argparse.Namespace) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     db = Database(settings.database)
     db.migrate()
-    with db.session() as session:
-        owner = repo.ensure_user(session)
-    styles = load_styles()
-    services = Services(db=db, files=FileStore(settings.files), client=StudioClient(db, celery_app, profile, styles),
-                        owner_id=owner.id, max_lora_bytes=settings.max_lora_mb * 1_000_000)
+    local_user = None
+    if settings.auth_required:
+        if not any(u.can_sign_in and not u.disabled for u in UserStore(db).list()):
+            sys.exit(f"error: the studio listens on {settings.host}, so users must sign in, but no user can: add one "
+                     "with `python app.py users add NAME --role admin` (or listen on 127.0.0.1 for a local single user).")
+    else:
+        with db.session() as session:
+            local_user = repo.ensure_user(session).id
+    files, limits = FileStore(settings.files), _limits(settings)
+    client = StudioClient(db, celery_app, profile, load_styles(), quota=Quota(db, files, limits))
+    services = Services(db=db, files=files, client=client, local_user_id=local_user, limits=limits,
+                        max_lora_bytes=settings.max_lora_mb * 1_000_000)
+    auth = Authenticator(services.users, settings.session_secret(), settings.auth_required, local_user,
+                         settings.session_hours * 3600)
     worker = start_embedded_worker(profile.name) if settings.embedded_worker and not args.no_worker else None
     # uvicorn re-raises SIGTERM after its own shutdown; as SystemExit it lets the worker be stopped below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -94,11 +107,18 @@ def serve(args: argparse.Namespace) -> None:
         print(f"AI Creative Studio on http://{settings.host}:{settings.port} (profile {profile.name}"
               f"{', images are noise' if profile.is_noise else ''})", flush=True)
         # Open browser tabs keep a Gradio stream open; do not wait on them for ever when stopping.
-        uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning",
+        uvicorn.run(create_app(services, auth), host=settings.host, port=settings.port, log_level="warning",
                     timeout_graceful_shutdown=5)
     finally:
         if worker is not None:
             stop_process_group(worker)
+
+
+def _limits(settings):
+    from storage.quota import MB, Limits
+
+    return Limits(max_queued_jobs=settings.max_queued_jobs, max_images_per_job=settings.max_images_per_job,
+                  max_upload_bytes=settings.max_upload_mb * MB, quota_bytes=settings.quota_mb * MB)
 
 
 def _ensure_tiny(settings, profile) -> None:
@@ -200,6 +220,58 @@ def styles(args: argparse.Namespace) -> None:
     print(f"{made} preview(s) written to {store.root / profile.name}{noise}; {failed} failed.")
 
 
+def _password(args: argparse.Namespace) -> str:
+    """From stdin when asked (scripts), else typed twice at a prompt that does not echo."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Again: ") != password:
+        sys.exit("error: the two passwords differ.")
+    return password
+
+
+def users(args: argparse.Namespace) -> None:
+    """Add, list, disable and enable users; set a password; make or revoke API tokens."""
+    from settings import Settings
+    from storage.db import Database
+    from storage.users import UserError, UserStore
+
+    settings = Settings()
+    db = Database(settings.database)
+    db.migrate()
+    store = UserStore(db)
+    try:
+        if args.action == "add":
+            user = store.add(args.name, _password(args), args.role)
+            print(f"added {user.name} ({user.role})")
+        elif args.action == "list":
+            print(f"{'name':24} {'role':8} {'state':9} {'last sign-in':20} created")
+            for user in store.list():
+                state = "disabled" if user.disabled else "active" if user.can_sign_in else "local"
+                last = user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "never"
+                print(f"{user.name:24} {user.role:8} {state:9} {last:20} {user.created_at:%Y-%m-%d}")
+        elif args.action in ("disable", "enable"):
+            store.set_disabled(args.name, args.action == "disable")
+            print(f"{args.name} {args.action}d")
+        elif args.action == "password":
+            store.set_password(args.name, _password(args))
+            print(f"password of {args.name} changed")
+        elif args.action == "token":
+            secret, token = store.create_token(args.name, args.token_name)
+            print(f"API token {token.id} ({token.name}) for {token.user_name}; it is shown only this once:\n{secret}")
+        elif args.action == "tokens":
+            for token in store.tokens(args.name):
+                used = token.last_used_at.strftime("%Y-%m-%d %H:%M") if token.last_used_at else "never used"
+                print(f"{token.id}  {token.name:20} created {token.created_at:%Y-%m-%d}  {used}")
+        elif args.action == "revoke":
+            store.revoke_token(args.name, args.token_id)
+            print(f"token {args.token_id} revoked")
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
+
+
 def parser() -> argparse.ArgumentParser:
     # Options every command takes, before or after its name; SUPPRESS keeps a subcommand from
     # overwriting a value given before it with its own default.
@@ -222,6 +294,15 @@ def parser() -> argparse.ArgumentParser:
     model_cmd = commands.add_parser("models", parents=[common], help="manage model profiles")
     model_cmd.add_argument("action", choices=["build-tiny", "list"],
                            help="build-tiny: write the offline tiny profile; list: show profiles and which models are available")
+    users_cmd = commands.add_parser("users", parents=[common], help="users who sign in, and their API tokens")
+    users_cmd.add_argument("action", choices=["add", "list", "disable", "enable", "password", "token", "tokens", "revoke"],
+                           help="add NAME; list; disable|enable NAME; password NAME; token NAME (a new API token); "
+                                "tokens NAME; revoke NAME TOKEN_ID")
+    users_cmd.add_argument("name", nargs="?", help="the user's name")
+    users_cmd.add_argument("token_id", nargs="?", help="revoke: the token's id (from `users tokens NAME`)")
+    users_cmd.add_argument("--role", choices=["admin", "member"], default="member", help="add: the user's role (default member)")
+    users_cmd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    users_cmd.add_argument("--token-name", default="script", help="token: what the token is for")
     styles_cmd = commands.add_parser("styles", parents=[common], help="the style catalogue")
     styles_cmd.add_argument("action", choices=["previews"], help="previews: render a preview of each style with the active profile")
     styles_cmd.add_argument("names", nargs="*", help="only these styles (default: all)")
@@ -238,7 +319,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     _apply_overrides(args)
-    {"worker": run_worker, "models": models, "styles": styles}.get(args.command, serve)(args)
+    if args.command == "users" and args.action not in ("list",) and not args.name:
+        parser().error(f"users {args.action} needs a user name")
+    if args.command == "users" and args.action == "revoke" and not args.token_id:
+        parser().error("users revoke needs the user name and the token id")
+    {"worker": run_worker, "models": models, "styles": styles, "users": users}.get(args.command, serve)(args)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class Settings(BaseSettings):
@@ -28,6 +33,16 @@ class Settings(BaseSettings):
     worker_name: str = "studio-embedded@%h"
     worker_heartbeat_s: float = 5.0
     max_lora_mb: int = 1024  # largest LoRA file accepted for upload
+    # Sign-in: "auto" asks for it whenever the studio listens beyond this machine (host not loopback).
+    auth: Literal["auto", "on", "off"] = "auto"
+    secret_key: str | None = None  # signs session cookies; default: one generated into data_dir/secret_key
+    session_hours: float = 24 * 14
+    # Per-user limits.
+    max_queued_jobs: int = 20  # a user's jobs waiting or running at once
+    max_images_per_job: int = 16
+    max_upload_mb: int = 25  # largest picture accepted for upload
+    quota_mb: int = 5000  # the files a user's results, materials, LoRAs and avatars may take
+    worker_timeout_s: float = 30.0  # a worker silent this long is dead: its running jobs go to another
 
     @cached_property
     def database(self) -> str:
@@ -44,6 +59,28 @@ class Settings(BaseSettings):
     @cached_property
     def models(self) -> Path:
         return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "on" or (self.auth == "auto" and self.host not in LOOPBACK_HOSTS)
+
+    def session_secret(self) -> str:
+        """The key that signs session cookies: STUDIO_SECRET_KEY, or one made once and kept in the data folder
+        (several web processes behind one address must share STUDIO_SECRET_KEY)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(secrets.token_urlsafe(48))
+            partial.chmod(0o600)
+            try:
+                os.link(partial, path)  # the first process to make one wins; the others read it
+            except FileExistsError:
+                pass
+            partial.unlink()
+        return path.read_text().strip()
 
     @property
     def queues(self) -> list[str]:

@@ -20,6 +20,7 @@ from storage.db import Database
 from storage.files import FileStore
 from storage.loras import ImageVerdict, LoraView, check_training_images
 from storage.models import Asset, Avatar, AvatarPhoto, Job, JobState, LoraState, PhotoVerdict, TrainedModel
+from storage.quota import Quota
 
 MIN_PHOTOS, MAX_PHOTOS = 5, 20
 MIN_PHOTO_SIDE = 256
@@ -124,8 +125,8 @@ def check_face_photos(files: list[tuple[str, bytes]], max_photos: int = MAX_PHOT
 class AvatarLibrary:
     """Reads and changes one user's avatars; every query filters by owner."""
 
-    def __init__(self, db: Database, files: FileStore):
-        self.db, self.files = db, files
+    def __init__(self, db: Database, files: FileStore, quota: Quota | None = None):
+        self.db, self.files, self.quota = db, files, quota
 
     def _row(self, session: Session, owner_id: str, avatar_id: str) -> Avatar:
         row = session.get(Avatar, avatar_id)
@@ -141,7 +142,10 @@ class AvatarLibrary:
             refused = len(verdicts) - len(usable)
             raise AvatarError(f"{len(usable)} usable photo(s){f' ({refused} refused)' if refused else ''}: a digital avatar "
                               f"needs at least {MIN_PHOTOS}. Add more photos of the person.")
-        stored = [(v, self.files.put(v.upload.png_bytes(), "png")) for v in usable]
+        pngs = [v.upload.png_bytes() for v in usable]
+        if self.quota is not None:
+            self.quota.check(owner_id, sum(map(len, pngs)))
+        stored = [(v, self.files.put(png, "png")) for v, png in zip(usable, pngs)]
         with self.db.session() as session:
             row = Avatar(owner_id=owner_id, name=" ".join(name.split())[:MAX_NAME_CHARS] or "My avatar",
                          subject=" ".join(subject.split())[:80], profile=profile)

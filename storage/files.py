@@ -51,6 +51,11 @@ class FileStore:
             raise
         return digest
 
+    def size(self, digest: str) -> int:
+        """Bytes the content with this hash takes, whatever its extension (0 when it is not stored)."""
+        folder = self.path(digest, "x").parent
+        return sum(p.stat().st_size for p in folder.glob(f"{digest}.*"))
+
     def exists(self, digest: str, extension: str) -> bool:
         return self.path(digest, extension).is_file()
 

@@ -21,6 +21,7 @@ from storage.db import Database
 from storage.files import FileStore
 from storage.images import ImageUploadError, UploadedImage, read_image_upload
 from storage.models import LoraState, TrainedModel, utcnow
+from storage.quota import Quota
 
 LORA_KINDS = ("style", "uploaded")
 MAX_NAME_CHARS = 120
@@ -179,8 +180,8 @@ def attach_job(session: Session, lora_id: str, job_id: str, state: str, settings
 class LoraLibrary:
     """Reads and changes one user's LoRAs; every query filters by owner."""
 
-    def __init__(self, db: Database, files: FileStore, max_upload_bytes: int = 1 << 30):
-        self.db, self.files, self.max_upload_bytes = db, files, max_upload_bytes
+    def __init__(self, db: Database, files: FileStore, max_upload_bytes: int = 1 << 30, quota: Quota | None = None):
+        self.db, self.files, self.max_upload_bytes, self.quota = db, files, max_upload_bytes, quota
 
     def _row(self, session: Session, owner_id: str, lora_id: str) -> TrainedModel:
         row = session.get(TrainedModel, lora_id)
@@ -203,8 +204,11 @@ class LoraLibrary:
                             f"at least {min_images}. Add more pictures in the style.")
         if len(usable) > max_images:
             raise LoraError(f"{len(usable)} images were given; the limit is {max_images}. Keep the most typical ones.")
-        dataset = [{"hash": self.files.put(v.upload.png_bytes(), "png"), "name": v.name, "caption": v.caption,
-                    "width": v.upload.image.width, "height": v.upload.image.height} for v in usable]
+        pngs = [v.upload.png_bytes() for v in usable]
+        if self.quota is not None:
+            self.quota.check(owner_id, sum(map(len, pngs)))
+        dataset = [{"hash": self.files.put(png, "png"), "name": v.name, "caption": v.caption,
+                    "width": v.upload.image.width, "height": v.upload.image.height} for v, png in zip(usable, pngs)]
         with self.db.session() as session:
             row = TrainedModel(owner_id=owner_id, name=self._name(name, "My style"), kind="style", profile=profile,
                                base_model=base_model, trigger=" ".join(trigger.split())[:80], dataset=dataset,
@@ -229,6 +233,8 @@ class LoraLibrary:
         keys = safetensors_keys(data)
         if not any("lora" in key.lower() for key in keys):
             raise LoraError(f"The file holds {len(keys)} tensor(s) but no LoRA weights: is it a whole model rather than a LoRA?")
+        if self.quota is not None:
+            self.quota.check(owner_id, len(data))
         digest = self.files.put(data, "safetensors")
         with self.db.session() as session:
             row = TrainedModel(owner_id=owner_id, name=self._name(name, _stem(filename) or "Uploaded LoRA"), kind="uploaded",

@@ -18,6 +18,7 @@ from storage.db import Database
 from storage.files import FileStore
 from storage.images import UploadedImage, read_image_upload
 from storage.models import Material, utcnow
+from storage.quota import Quota
 
 MATERIAL_KINDS = ("product", "logo", "reference", "face")  # face: photos of a person for identity portraits
 MASK_SOURCES = ("alpha", "segmenter", "brush")
@@ -86,8 +87,8 @@ def _kind(kind: str | None) -> str:
 class MaterialLibrary:
     """Upload, list, rename, tag, delete materials, and keep each product's mask."""
 
-    def __init__(self, db: Database, files: FileStore, max_upload_bytes: int = 50_000_000):
-        self.db, self.files, self.max_upload_bytes = db, files, max_upload_bytes
+    def __init__(self, db: Database, files: FileStore, max_upload_bytes: int = 50_000_000, quota: Quota | None = None):
+        self.db, self.files, self.max_upload_bytes, self.quota = db, files, max_upload_bytes, quota
 
     def _row(self, session: Session, owner_id: str, material_id: str) -> Material:
         row = session.scalar(select(Material).where(Material.id == material_id, Material.owner_id == owner_id))
@@ -102,7 +103,10 @@ class MaterialLibrary:
         stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] if filename else ""
         name = _name(name, stem or "Untitled")
         upload: UploadedImage = read_image_upload(data, max_bytes=self.max_upload_bytes)
-        digest = self.files.put(upload.png_bytes(), "png")
+        png = upload.png_bytes()
+        if self.quota is not None:
+            self.quota.check(owner_id, len(png))
+        digest = self.files.put(png, "png")
         with self.db.session() as session:
             row = Material(owner_id=owner_id, name=name, kind=kind, tags=tags, file_hash=digest,
                            width=upload.image.width, height=upload.image.height, has_alpha=upload.has_alpha,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from storage.models import (
     Asset,
+    Avatar,
     AvatarPhoto,
     Job,
     JobState,
@@ -52,6 +53,13 @@ def get_job(session: Session, job_id: str, owner_id: str | None = None) -> Job |
     if owner_id is not None:
         query = query.where(Job.owner_id == owner_id)
     return session.scalar(query)
+
+
+def owner_jobs(session: Session, owner_id: str, states: tuple[str, ...] = (), limit: int = 50) -> list[Job]:
+    query = select(Job).where(Job.owner_id == owner_id)
+    if states:
+        query = query.where(Job.state.in_(states))
+    return list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit)))
 
 
 def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
@@ -214,6 +222,44 @@ def unused_files(session: Session, digests: list[str]) -> list[str]:
     return [d for d in dict.fromkeys(digests) if d not in used]
 
 
+def _owned_digests(owner_id: str):
+    """One query per table: the content hashes of the files an owner's rows refer to."""
+    return [
+        select(Asset.file_hash).where(Asset.owner_id == owner_id),
+        select(Material.file_hash).where(Material.owner_id == owner_id),
+        select(Material.mask_hash).where(Material.owner_id == owner_id, Material.mask_hash.is_not(None)),
+        select(TrainedModel.file_hash).where(TrainedModel.owner_id == owner_id, TrainedModel.file_hash.is_not(None)),
+        select(AvatarPhoto.file_hash).join(Avatar, Avatar.id == AvatarPhoto.avatar_id).where(Avatar.owner_id == owner_id),
+        select(AvatarPhoto.crop_hash).join(Avatar, Avatar.id == AvatarPhoto.avatar_id)
+        .where(Avatar.owner_id == owner_id, AvatarPhoto.crop_hash.is_not(None)),
+        select(UserTemplate.preview_hash).where(UserTemplate.owner_id == owner_id),
+    ]
+
+
+def may_read_file(session: Session, owner_id: str, digest: str) -> bool:
+    """Whether a stored file is this user's to see: one of their rows refers to it, or it is the preview of a
+    template shared with everyone."""
+    for query in _owned_digests(owner_id):
+        column = query.selected_columns[0]
+        if session.scalar(query.where(column == digest).limit(1)) is not None:
+            return True
+    if session.scalar(select(UserTemplate.id).where(UserTemplate.preview_hash == digest, UserTemplate.shared.is_(True)).limit(1)):
+        return True
+    # A LoRA's training pictures are listed in its dataset, not in a column of their own.
+    return any(item["hash"] == digest for dataset in session.scalars(
+        select(TrainedModel.dataset).where(TrainedModel.owner_id == owner_id)) for item in dataset)
+
+
+def owner_digests(session: Session, owner_id: str) -> set[str]:
+    """The content hashes of every file an owner's rows refer to (their storage quota counts each once)."""
+    digests = set()
+    for query in _owned_digests(owner_id):
+        digests.update(session.scalars(query))
+    for dataset in session.scalars(select(TrainedModel.dataset).where(TrainedModel.owner_id == owner_id)):
+        digests.update(item["hash"] for item in dataset)
+    return digests
+
+
 def heartbeat(session: Session, hostname: str, queues: list[str], profile: str, pid: int, model_loads: int | None = None) -> None:
     """Record that a worker is alive; ``model_loads`` is left as it was when None."""
     record = session.get(WorkerRecord, hostname)
@@ -229,6 +275,13 @@ def heartbeat(session: Session, hostname: str, queues: list[str], profile: str, 
 
 def live_workers(session: Session, within: timedelta) -> list[WorkerRecord]:
     return list(session.scalars(select(WorkerRecord).where(WorkerRecord.last_seen >= utcnow() - within)))
+
+
+def count_owner_jobs(session: Session, owner_id: str, states: tuple[str, ...], kinds: list[str] | None = None) -> int:
+    query = select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.state.in_(states))
+    if kinds is not None:
+        query = query.where(Job.kind.in_(kinds))
+    return session.scalar(query)
 
 
 def count_jobs(session: Session, state: str) -> int:

@@ -28,6 +28,20 @@ TASK_QUEUES = {GENERATE: "gpu", CHAT_TURN: "gpu", CUTOUT: "gpu", PRODUCT: "gpu",
                TRAIN_LORA: "train", CHECK_LORA: "gpu", IDENTITY: "gpu", FACE_CHECK: "cpu"}
 
 
+# Redis keeps a list per priority and workers take from 0 (first) to 9; the embedded broker has no
+# priorities, so there jobs run in the order they came.
+LOWEST_PRIORITY = 9
+
+
+def transport_options(broker_url: str, poll_interval: float) -> dict:
+    if broker_url.startswith(("redis://", "rediss://")):
+        return {"priority_steps": list(range(LOWEST_PRIORITY + 1)), "sep": ":", "queue_order_strategy": "priority",
+                # A whole worker killed leaves its job's message unacknowledged; other workers hand the job
+                # on sooner (tasks.worker), so this only bounds how long a lost message waits.
+                "visibility_timeout": 3600}
+    return {"polling_interval": poll_interval}
+
+
 def create_celery(settings: Settings) -> Celery:
     sqlite_broker.register()
     app = Celery("studio", broker=settings.broker, include=["tasks.generate", "tasks.chat", "tasks.product", "tasks.game", "tasks.train", "tasks.identity", "tasks.worker"])
@@ -44,7 +58,7 @@ def create_celery(settings: Settings) -> Celery:
         # Job rows in the studio's database are the source of truth for state and progress.
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": settings.broker_poll_interval},
+        broker_transport_options=transport_options(settings.broker, settings.broker_poll_interval),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

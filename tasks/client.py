@@ -38,7 +38,8 @@ from storage.avatars import AVATAR_TRIGGER
 from storage.conversations import ConversationError
 from storage.db import Database
 from storage.models import Avatar, Conversation, Job, JobState, LoraState, Material, PhotoVerdict, TrainedModel, Turn
-from tasks.celery_app import JOB_TASKS, TASK_QUEUES
+from storage.quota import LimitExceeded, Quota
+from tasks.celery_app import JOB_TASKS, LOWEST_PRIORITY, TASK_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ WORKER_TIMEOUT = timedelta(seconds=30)
 
 class QueueUnavailable(RuntimeError):
     """The broker could not be reached; the job was not created."""
+
+
+class OverLimit(LimitExceeded):
+    """A job over one of the user's limits (jobs at once, pictures per job, storage)."""
 
 
 class InvalidRequest(ValueError):
@@ -141,6 +146,15 @@ class JobKind:
     prepare: Callable[[Session, str, dict, str], dict] | None = None
     # Undo ``prepare`` when the job cannot be queued: (session, stored params)
     withdraw: Callable[[Session, dict], None] | None = None
+
+
+def images_requested(params: dict) -> int:
+    """How many pictures a job's stored parameters ask for (none for cut-outs, training and checks)."""
+    if "items" in params:  # identity kinds: pictures kept per item
+        return sum(item.get("count", 1) for item in params["items"])
+    if "variants" in params:  # product: each variant in each scene
+        return len(params["scenes"]) * params["variants"]
+    return int(params.get("count", 0))
 
 
 def _start_turn(session: Session, owner_id: str, params: dict, job_id: str) -> dict:
@@ -367,8 +381,9 @@ class JobView:
 
 class StudioClient:
     def __init__(self, db: Database, celery: Celery, profile: Profile, styles: dict[str, Style],
-                 scenes: dict[str, Scene] | None = None, style_categories: dict[str, StyleCategory] | None = None):
-        self.db, self.celery, self.profile, self.styles = db, celery, profile, styles
+                 scenes: dict[str, Scene] | None = None, style_categories: dict[str, StyleCategory] | None = None,
+                 quota: Quota | None = None):
+        self.db, self.celery, self.profile, self.styles, self.quota = db, celery, profile, styles, quota
         self.catalog = Catalog(styles, scenes if scenes is not None else load_scenes(), load_asset_types(),
                                load_portrait_catalogue())
         categories = style_categories if style_categories is not None else load_catalogue().categories
@@ -386,11 +401,36 @@ class StudioClient:
         except ParamError as exc:
             raise InvalidRequest(str(exc)) from exc
 
+    def check_limits(self, owner_id: str, params: dict) -> None:
+        """Raise OverLimit when the job would take the user past a limit."""
+        if self.quota is None:
+            return
+        limits = self.quota.limits
+        images = images_requested(params)
+        if images > limits.max_images_per_job:
+            raise OverLimit(f"This job would make {images} pictures; one job makes at most {limits.max_images_per_job} "
+                            "for you. Ask for fewer images, variants, scenes or styles.", status=422)
+        with self.db.session() as session:
+            waiting = repo.count_owner_jobs(session, owner_id, (JobState.QUEUED, JobState.RUNNING))
+        if waiting >= limits.max_queued_jobs:
+            raise OverLimit(f"You have {waiting} jobs waiting or running, the most you can have at once. "
+                            "Wait for some to finish, or cancel some, then submit this again.")
+        try:
+            self.quota.check(owner_id)
+        except LimitExceeded as exc:
+            raise OverLimit(str(exc), status=exc.status) from None
+
     def submit(self, owner_id: str, kind: str, raw_params: dict, origin: str = "api") -> JobView:
-        """Validate, insert the job row, send the task. Raises InvalidRequest or QueueUnavailable."""
+        """Validate, check the user's limits, insert the job row, send the task. Raises InvalidRequest, OverLimit
+        or QueueUnavailable."""
         params = self.validate(kind, raw_params)
+        self.check_limits(owner_id, params)
         spec, task = JOB_KINDS[kind], JOB_TASKS[kind]
         with self.db.session() as session:
+            # Fair shares: a job's priority is how many of its owner's jobs already wait on its queue, so one
+            # user's long backlog does not hold back another's first job (brokers with priorities: Redis).
+            backlog = repo.count_owner_jobs(session, owner_id, (JobState.QUEUED,),
+                                            [k for k, t in JOB_TASKS.items() if TASK_QUEUES[t] == TASK_QUEUES[task]])
             job = repo.create_job(session, owner_id, kind, params, self.profile.name, origin, commit=False)
             try:
                 if spec.prepare:
@@ -400,7 +440,8 @@ class StudioClient:
                 raise InvalidRequest(str(exc)) from exc
             session.commit()
         try:
-            self.celery.send_task(task, args=[job.id], task_id=job.id, queue=TASK_QUEUES[task], retry=False)
+            self.celery.send_task(task, args=[job.id], task_id=job.id, queue=TASK_QUEUES[task], retry=False,
+                                  priority=min(backlog, LOWEST_PRIORITY))
         except (OperationalError, OSError) as exc:
             log.error("broker unreachable, job %s withdrawn: %s", job.id, exc)
             with self.db.session() as session:
@@ -419,6 +460,11 @@ class StudioClient:
         with self.db.session() as session:
             job = repo.get_job(session, job_id, owner_id)
             return JobView.of(job) if job is not None else None
+
+    def jobs(self, owner_id: str, states: tuple[str, ...] | list[str] = (), limit: int = 50) -> list[JobView]:
+        """The user's jobs, newest first, optionally only those in ``states``."""
+        with self.db.session() as session:
+            return [JobView.of(job) for job in repo.owner_jobs(session, owner_id, tuple(states), limit)]
 
     def cancel(self, owner_id: str, job_id: str) -> JobView | None:
         with self.db.session() as session:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
@@ -18,18 +18,39 @@ from storage.images import ImageUploadError
 from storage.loras import LoraError, LoraView
 from storage.materials import MaterialError, MaterialView
 from storage.models import Asset
+from storage.quota import LimitExceeded
+from storage.users import MIN_PASSWORD, UnknownUser, UserError, UserView
 from tasks.client import ConversationView, InvalidRequest, JobView, QueueUnavailable
 from tasks.template_client import StudioTemplateReadOnly, TemplateCard, TemplateError, TemplateNotFound
+from ui.auth import current_user
 from ui.services import Services
 
-router = APIRouter(prefix="/api/v1", tags=["studio"])
+# Every route but the health check needs a signed-in user (an API token, or the browser's session).
+router = APIRouter(prefix="/api/v1", tags=["studio"], dependencies=[Depends(current_user)])
+public_router = APIRouter(prefix="/api/v1", tags=["studio"])
 
 
 def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
+def current_owner(user: Annotated[UserView, Depends(current_user)]) -> str:
+    return user.id
+
+
+def admin_user(user: Annotated[UserView, Depends(current_user)]) -> UserView:
+    if not user.is_admin:
+        raise HTTPException(403, "Only an admin can manage users.")
+    return user
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+OwnerDep = Annotated[str, Depends(current_owner)]
+
+
+def limit_exceeded(_request: Request, exc: LimitExceeded) -> JSONResponse:
+    """Any route: a request over one of the user's limits gets its message and status (413, 422, 429, 507)."""
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
 
 class JobRequest(BaseModel):
@@ -64,9 +85,9 @@ class AssetPatch(BaseModel):
 
 
 @router.post("/jobs", status_code=202, response_model=JobView)
-def submit_job(body: JobRequest, services: ServicesDep) -> JobView:
+def submit_job(body: JobRequest, services: ServicesDep, owner: OwnerDep) -> JobView:
     try:
-        job = services.client.submit(services.owner_id, body.kind, body.params, origin="api")
+        job = services.client.submit(owner, body.kind, body.params, origin="api")
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
@@ -74,17 +95,24 @@ def submit_job(body: JobRequest, services: ServicesDep) -> JobView:
     return job
 
 
+@router.get("/jobs", response_model=list[JobView])
+def list_jobs(services: ServicesDep, owner: OwnerDep, state: Annotated[list[str] | None, Query()] = None,
+              limit: int = Query(50, ge=1, le=500)) -> list[JobView]:
+    """Your jobs, newest first; ``state=queued&state=running`` for the ones still under way."""
+    return services.client.jobs(owner, state or (), limit)
+
+
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, services: ServicesDep) -> JobView:
-    job = services.client.job(services.owner_id, job_id)
+def get_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> JobView:
+    job = services.client.job(owner, job_id)
     if job is None:
         raise HTTPException(404, f"No job {job_id}.")
     return job
 
 
 @router.delete("/jobs/{job_id}", response_model=JobView)
-def cancel_job(job_id: str, services: ServicesDep) -> JobView:
-    job = services.client.cancel(services.owner_id, job_id)
+def cancel_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> JobView:
+    job = services.client.cancel(owner, job_id)
     if job is None:
         raise HTTPException(404, f"No job {job_id}.")
     return job
@@ -92,7 +120,7 @@ def cancel_job(job_id: str, services: ServicesDep) -> JobView:
 
 @router.get("/assets", response_model=list[AssetOut])
 def list_assets(
-    services: ServicesDep,
+    services: ServicesDep, owner: OwnerDep,
     origin: str | None = None,
     favourites: bool = False,
     since: datetime | None = None,
@@ -104,25 +132,25 @@ def list_assets(
     flt = repo.AssetFilter(origin=origin, favourites_only=favourites, since=since, search=search,
                            include_stages=include_stages, limit=limit, offset=offset)
     with services.db.session() as session:
-        return [AssetOut.of(a) for a in repo.list_assets(session, services.owner_id, flt)]
+        return [AssetOut.of(a) for a in repo.list_assets(session, owner, flt)]
 
 
-def _asset(services: Services, asset_id: str) -> Asset:
+def _asset(services: Services, owner: str, asset_id: str) -> Asset:
     with services.db.session() as session:
-        asset = repo.get_asset(session, asset_id, services.owner_id)
+        asset = repo.get_asset(session, asset_id, owner)
     if asset is None:
         raise HTTPException(404, f"No asset {asset_id}.")
     return asset
 
 
 @router.get("/assets/{asset_id}", response_model=AssetOut)
-def get_asset(asset_id: str, services: ServicesDep) -> AssetOut:
-    return AssetOut.of(_asset(services, asset_id))
+def get_asset(asset_id: str, services: ServicesDep, owner: OwnerDep) -> AssetOut:
+    return AssetOut.of(_asset(services, owner, asset_id))
 
 
 @router.get("/assets/{asset_id}/file")
-def get_asset_file(asset_id: str, services: ServicesDep) -> FileResponse:
-    asset = _asset(services, asset_id)
+def get_asset_file(asset_id: str, services: ServicesDep, owner: OwnerDep) -> FileResponse:
+    asset = _asset(services, owner, asset_id)
     path = services.asset_path(asset)
     if not path.is_file():
         raise HTTPException(410, f"The file of asset {asset_id} is missing from the file store.")
@@ -130,12 +158,12 @@ def get_asset_file(asset_id: str, services: ServicesDep) -> FileResponse:
 
 
 @router.get("/assets/{asset_id}/layers", response_model=list[AssetOut])
-def get_asset_layers(asset_id: str, services: ServicesDep) -> list[AssetOut]:
+def get_asset_layers(asset_id: str, services: ServicesDep, owner: OwnerDep) -> list[AssetOut]:
     """What was made from an asset: a product picture's layers (background, shadow, product, mask) and exports
     (manifest, psd, zip); the pictures and keep maps image-to-image made from it."""
-    _asset(services, asset_id)
+    _asset(services, owner, asset_id)
     with services.db.session() as session:
-        return [AssetOut.of(a) for a in repo.child_assets(session, asset_id, services.owner_id)]
+        return [AssetOut.of(a) for a in repo.child_assets(session, asset_id, owner)]
 
 
 class RerunRequest(BaseModel):
@@ -145,11 +173,11 @@ class RerunRequest(BaseModel):
 
 
 @router.post("/assets/{asset_id}/rerun", status_code=202, response_model=JobView)
-def rerun_product_picture(asset_id: str, body: RerunRequest, services: ServicesDep) -> JobView:
+def rerun_product_picture(asset_id: str, body: RerunRequest, services: ServicesDep, owner: OwnerDep) -> JobView:
     """Re-render a product picture on another canvas: same scene, seed and product; a new background."""
-    _asset(services, asset_id)
+    _asset(services, owner, asset_id)
     try:
-        return services.products.rerun(services.owner_id, asset_id, body.canvas_format, body.width, body.height)
+        return services.products.rerun(owner, asset_id, body.canvas_format, body.width, body.height)
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
@@ -157,15 +185,15 @@ def rerun_product_picture(asset_id: str, body: RerunRequest, services: ServicesD
 
 
 @router.patch("/assets/{asset_id}", response_model=AssetOut)
-def patch_asset(asset_id: str, body: AssetPatch, services: ServicesDep) -> AssetOut:
-    asset = _asset(services, asset_id)
+def patch_asset(asset_id: str, body: AssetPatch, services: ServicesDep, owner: OwnerDep) -> AssetOut:
+    asset = _asset(services, owner, asset_id)
     with services.db.session() as session:
         return AssetOut.of(repo.set_favourite(session, session.merge(asset), body.favourite))
 
 
 @router.delete("/assets/{asset_id}", status_code=204)
-def delete_asset(asset_id: str, services: ServicesDep) -> None:
-    services.delete_asset(_asset(services, asset_id))
+def delete_asset(asset_id: str, services: ServicesDep, owner: OwnerDep) -> None:
+    services.delete_asset(_asset(services, owner, asset_id))
 
 
 class ConversationSummary(BaseModel):
@@ -190,18 +218,18 @@ def _conversation(result: ConversationView | None, conversation_id: str) -> Conv
 
 
 @router.get("/conversations", response_model=list[ConversationSummary])
-def list_conversations(services: ServicesDep) -> list[dict]:
-    return services.client.conversations.list(services.owner_id)
+def list_conversations(services: ServicesDep, owner: OwnerDep) -> list[dict]:
+    return services.client.conversations.list(owner)
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationView)
-def get_conversation(conversation_id: str, services: ServicesDep) -> ConversationView:
-    return _conversation(services.client.conversations.get(services.owner_id, conversation_id), conversation_id)
+def get_conversation(conversation_id: str, services: ServicesDep, owner: OwnerDep) -> ConversationView:
+    return _conversation(services.client.conversations.get(owner, conversation_id), conversation_id)
 
 
 @router.patch("/conversations/{conversation_id}", response_model=ConversationView)
-def patch_conversation(conversation_id: str, body: ConversationPatch, services: ServicesDep) -> ConversationView:
-    chats, owner = services.client.conversations, services.owner_id
+def patch_conversation(conversation_id: str, body: ConversationPatch, services: ServicesDep, owner: OwnerDep) -> ConversationView:
+    chats = services.client.conversations
     try:
         result = chats.get(owner, conversation_id)
         if result is not None and body.title is not None:
@@ -214,17 +242,17 @@ def patch_conversation(conversation_id: str, body: ConversationPatch, services: 
 
 
 @router.post("/conversations/{conversation_id}/undo", response_model=ConversationView)
-def undo_turn(conversation_id: str, services: ServicesDep) -> ConversationView:
+def undo_turn(conversation_id: str, services: ServicesDep, owner: OwnerDep) -> ConversationView:
     try:
-        result = services.client.conversations.undo(services.owner_id, conversation_id)
+        result = services.client.conversations.undo(owner, conversation_id)
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     return _conversation(result, conversation_id)
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
-def delete_conversation(conversation_id: str, services: ServicesDep) -> None:
-    if not services.client.conversations.delete(services.owner_id, conversation_id):
+def delete_conversation(conversation_id: str, services: ServicesDep, owner: OwnerDep) -> None:
+    if not services.client.conversations.delete(owner, conversation_id):
         raise HTTPException(404, f"No conversation {conversation_id}.")
 
 
@@ -257,48 +285,48 @@ class MaterialPatch(BaseModel):
     tags: list[str] | None = None
 
 
-def _material(services: Services, material_id: str) -> MaterialView:
-    material = services.materials.get(services.owner_id, material_id)
+def _material(services: Services, owner: str, material_id: str) -> MaterialView:
+    material = services.materials.get(owner, material_id)
     if material is None:
         raise HTTPException(404, f"No material {material_id}.")
     return material
 
 
 @router.post("/materials", status_code=201, response_model=MaterialOut)
-def upload_material(services: ServicesDep, file: UploadFile = File(...), name: str | None = Form(None),
+def upload_material(services: ServicesDep, owner: OwnerDep, file: UploadFile = File(...), name: str | None = Form(None),
                     kind: str = Form("product"), tags: str = Form("")) -> MaterialOut:
     """Add a product photo, logo or reference to the library; ``tags`` is comma-separated."""
     try:
-        material = services.materials.upload(services.owner_id, file.file.read(), file.filename or "", name, kind, tags)
+        material = services.materials.upload(owner, file.file.read(), file.filename or "", name, kind, tags)
     except (ImageUploadError, MaterialError) as exc:
         raise HTTPException(422, str(exc)) from exc
     return MaterialOut.of(material)
 
 
 @router.get("/materials", response_model=list[MaterialOut])
-def list_materials(services: ServicesDep, kind: str | None = None, tag: str | None = None,
+def list_materials(services: ServicesDep, owner: OwnerDep, kind: str | None = None, tag: str | None = None,
                    search: str | None = None) -> list[MaterialOut]:
-    return [MaterialOut.of(m) for m in services.materials.list(services.owner_id, kind, tag, search)]
+    return [MaterialOut.of(m) for m in services.materials.list(owner, kind, tag, search)]
 
 
 @router.get("/materials/{material_id}", response_model=MaterialOut)
-def get_material(material_id: str, services: ServicesDep) -> MaterialOut:
-    return MaterialOut.of(_material(services, material_id))
+def get_material(material_id: str, services: ServicesDep, owner: OwnerDep) -> MaterialOut:
+    return MaterialOut.of(_material(services, owner, material_id))
 
 
 @router.patch("/materials/{material_id}", response_model=MaterialOut)
-def patch_material(material_id: str, body: MaterialPatch, services: ServicesDep) -> MaterialOut:
-    _material(services, material_id)
+def patch_material(material_id: str, body: MaterialPatch, services: ServicesDep, owner: OwnerDep) -> MaterialOut:
+    _material(services, owner, material_id)
     try:
-        return MaterialOut.of(services.materials.update(services.owner_id, material_id, body.name, body.kind, body.tags))
+        return MaterialOut.of(services.materials.update(owner, material_id, body.name, body.kind, body.tags))
     except MaterialError as exc:
         raise HTTPException(422, str(exc)) from exc
 
 
 @router.delete("/materials/{material_id}", status_code=204)
-def delete_material(material_id: str, services: ServicesDep) -> None:
-    _material(services, material_id)
-    services.materials.delete(services.owner_id, material_id)
+def delete_material(material_id: str, services: ServicesDep, owner: OwnerDep) -> None:
+    _material(services, owner, material_id)
+    services.materials.delete(owner, material_id)
 
 
 def _png_file(services: Services, digest: str, filename: str) -> FileResponse:
@@ -309,23 +337,23 @@ def _png_file(services: Services, digest: str, filename: str) -> FileResponse:
 
 
 @router.get("/materials/{material_id}/file")
-def get_material_file(material_id: str, services: ServicesDep) -> FileResponse:
-    material = _material(services, material_id)
+def get_material_file(material_id: str, services: ServicesDep, owner: OwnerDep) -> FileResponse:
+    material = _material(services, owner, material_id)
     return _png_file(services, material.file_hash, f"material-{material.id[:12]}.png")
 
 
 @router.get("/materials/{material_id}/mask")
-def get_material_mask(material_id: str, services: ServicesDep) -> FileResponse:
-    material = _material(services, material_id)
+def get_material_mask(material_id: str, services: ServicesDep, owner: OwnerDep) -> FileResponse:
+    material = _material(services, owner, material_id)
     if not material.mask_hash:
         raise HTTPException(404, f"Material {material_id} has no mask yet: submit a cutout job first.")
     return _png_file(services, material.mask_hash, f"mask-{material.id[:12]}.png")
 
 
 @router.put("/materials/{material_id}/mask", response_model=MaterialOut)
-def put_material_mask(material_id: str, services: ServicesDep, file: UploadFile = File(...)) -> MaterialOut:
+def put_material_mask(material_id: str, services: ServicesDep, owner: OwnerDep, file: UploadFile = File(...)) -> MaterialOut:
     """Replace the product mask: a PNG the photo's size, white (or opaque) on the product."""
-    _material(services, material_id)
+    _material(services, owner, material_id)
     try:
         with Image.open(file.file) as image:
             image.load()
@@ -333,7 +361,7 @@ def put_material_mask(material_id: str, services: ServicesDep, file: UploadFile 
     except (UnidentifiedImageError, OSError) as exc:
         raise HTTPException(422, "The mask is not a readable image; send a PNG the size of the photo.") from exc
     try:
-        return MaterialOut.of(services.products.replace_mask(services.owner_id, material_id, mask))
+        return MaterialOut.of(services.products.replace_mask(owner, material_id, mask))
     except (InvalidRequest, MaterialError) as exc:
         raise HTTPException(422, str(exc)) from exc
 
@@ -434,8 +462,8 @@ def _template_preview(services: Services, card: TemplateCard) -> Path | None:
     return services.template_previews.path(services.options.profile.name, card.template.name)
 
 
-def _template(services: Services, key: str) -> TemplateCard:
-    card = services.templates.get(services.owner_id, key)
+def _template(services: Services, owner: str, key: str) -> TemplateCard:
+    card = services.templates.get(owner, key)
     if card is None:
         raise HTTPException(404, f"No template {key}.")
     return card
@@ -452,23 +480,23 @@ def _template_change(change: Callable[[], Any]) -> Any:
 
 
 @router.get("/templates", response_model=list[TemplateOut])
-def list_templates(services: ServicesDep, search: str = "", tag: Annotated[list[str] | None, Query()] = None,
+def list_templates(services: ServicesDep, owner: OwnerDep, search: str = "", tag: Annotated[list[str] | None, Query()] = None,
                    source: str = "all") -> list[TemplateOut]:
     """The template square: the studio's templates, then yours, then those other users shared; ``tag``
     (repeatable) keeps templates with every tag, ``source`` is all, studio, mine or shared."""
     try:
-        cards = services.templates.list(services.owner_id, search, tag or (), source)
+        cards = services.templates.list(owner, search, tag or (), source)
     except TemplateError as exc:
         raise HTTPException(422, str(exc)) from exc
     return [TemplateOut.of(card, services) for card in cards]
 
 
 @router.post("/templates", status_code=201, response_model=TemplateOut)
-def save_template(body: TemplateCreate, services: ServicesDep) -> TemplateOut:
+def save_template(body: TemplateCreate, services: ServicesDep, owner: OwnerDep) -> TemplateOut:
     """Save one of your results (Create, Image-to-image, Product, Game assets, PhotoMaker) as a template:
     its prompt and settings, with the picture as its preview; ``shared`` shows it to every user."""
     try:
-        card = services.templates.save_from_asset(services.owner_id, body.asset_id, body.title, body.title_zh,
+        card = services.templates.save_from_asset(owner, body.asset_id, body.title, body.title_zh,
                                                   body.shared, body.tags)
     except TemplateError as exc:
         raise HTTPException(422, str(exc)) from exc
@@ -476,13 +504,13 @@ def save_template(body: TemplateCreate, services: ServicesDep) -> TemplateOut:
 
 
 @router.get("/templates/{key}", response_model=TemplateOut)
-def get_template(key: str, services: ServicesDep) -> TemplateOut:
-    return TemplateOut.of(_template(services, key), services)
+def get_template(key: str, services: ServicesDep, owner: OwnerDep) -> TemplateOut:
+    return TemplateOut.of(_template(services, owner, key), services)
 
 
 @router.get("/templates/{key}/preview")
-def get_template_preview(key: str, services: ServicesDep) -> FileResponse:
-    card = _template(services, key)
+def get_template_preview(key: str, services: ServicesDep, owner: OwnerDep) -> FileResponse:
+    card = _template(services, owner, key)
     if card.preview_hash:
         return _png_file(services, card.preview_hash, f"template-{card.template.name}.png")
     path = _template_preview(services, card)
@@ -493,14 +521,14 @@ def get_template_preview(key: str, services: ServicesDep) -> FileResponse:
 
 
 @router.patch("/templates/{key}", response_model=TemplateOut)
-def patch_template(key: str, body: TemplatePatch, services: ServicesDep) -> TemplateOut:
+def patch_template(key: str, body: TemplatePatch, services: ServicesDep, owner: OwnerDep) -> TemplateOut:
     """Share one of your templates with every user of the studio, or make it private again."""
-    return TemplateOut.of(_template_change(lambda: services.templates.set_shared(services.owner_id, key, body.shared)), services)
+    return TemplateOut.of(_template_change(lambda: services.templates.set_shared(owner, key, body.shared)), services)
 
 
 @router.delete("/templates/{key}", status_code=204)
-def delete_template(key: str, services: ServicesDep) -> None:
-    _template_change(lambda: services.templates.delete(services.owner_id, key))
+def delete_template(key: str, services: ServicesDep, owner: OwnerDep) -> None:
+    _template_change(lambda: services.templates.delete(owner, key))
 
 
 class LoraOut(BaseModel):
@@ -548,8 +576,8 @@ class LoraPatch(BaseModel):
     default_weight: float | None = None
 
 
-def _lora(services: Services, lora_id: str) -> LoraView:
-    lora = services.loras.library.get(services.owner_id, lora_id)
+def _lora(services: Services, owner: str, lora_id: str) -> LoraView:
+    lora = services.loras.library.get(owner, lora_id)
     if lora is None:
         raise HTTPException(404, f"No LoRA {lora_id}.")
     return lora
@@ -581,7 +609,7 @@ async def check_training_images(services: ServicesDep, images: list[UploadFile] 
 
 
 @router.post("/loras/train", status_code=202, response_model=LoraTrainingOut)
-async def train_lora(services: ServicesDep, images: list[UploadFile] = File(...), name: str = Form("My style"),
+async def train_lora(services: ServicesDep, owner: OwnerDep, images: list[UploadFile] = File(...), name: str = Form("My style"),
                      trigger: str = Form(""), captions: str = Form(""), settings: str = Form("{}")) -> LoraTrainingOut:
     """Upload 5-30 images (``.txt`` files with the same names are their captions, or ``captions`` as JSON)
     and queue a ``train_lora`` job; ``settings`` is JSON: rank, steps, learning_rate, batch_size,
@@ -593,7 +621,7 @@ async def train_lora(services: ServicesDep, images: list[UploadFile] = File(...)
     if not isinstance(settings_dict, dict):
         raise HTTPException(422, "settings must be a JSON object.")
     try:
-        lora, job, verdicts = services.loras.start_training(services.owner_id, await _files(images), name, trigger,
+        lora, job, verdicts = services.loras.start_training(owner, await _files(images), name, trigger,
                                                             _captions(captions), settings_dict)
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
@@ -603,11 +631,11 @@ async def train_lora(services: ServicesDep, images: list[UploadFile] = File(...)
 
 
 @router.post("/loras", status_code=202, response_model=LoraUploadOut)
-def upload_lora(services: ServicesDep, file: UploadFile = File(...), name: str | None = Form(None),
+def upload_lora(services: ServicesDep, owner: OwnerDep, file: UploadFile = File(...), name: str | None = Form(None),
                 weight: float = Form(1.0)) -> LoraUploadOut:
     """Upload a LoRA as .safetensors; a ``lora_check`` job matches it against the base model before use."""
     try:
-        lora, job = services.loras.upload(services.owner_id, file.file.read(), file.filename or "", name, weight)
+        lora, job = services.loras.upload(owner, file.file.read(), file.filename or "", name, weight)
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
@@ -616,38 +644,38 @@ def upload_lora(services: ServicesDep, file: UploadFile = File(...), name: str |
 
 
 @router.get("/loras", response_model=list[LoraOut])
-def list_loras(services: ServicesDep, usable: bool = False) -> list[LoraOut]:
+def list_loras(services: ServicesDep, owner: OwnerDep, usable: bool = False) -> list[LoraOut]:
     library = services.loras.library
     profile = services.options.profile.name if usable else None
-    return [LoraOut.of(lora) for lora in library.list(services.owner_id, profile=profile, usable_only=usable)]
+    return [LoraOut.of(lora) for lora in library.list(owner, profile=profile, usable_only=usable)]
 
 
 @router.get("/loras/{lora_id}", response_model=LoraOut)
-def get_lora(lora_id: str, services: ServicesDep) -> LoraOut:
-    return LoraOut.of(_lora(services, lora_id))
+def get_lora(lora_id: str, services: ServicesDep, owner: OwnerDep) -> LoraOut:
+    return LoraOut.of(_lora(services, owner, lora_id))
 
 
 @router.patch("/loras/{lora_id}", response_model=LoraOut)
-def patch_lora(lora_id: str, body: LoraPatch, services: ServicesDep) -> LoraOut:
-    _lora(services, lora_id)
+def patch_lora(lora_id: str, body: LoraPatch, services: ServicesDep, owner: OwnerDep) -> LoraOut:
+    _lora(services, owner, lora_id)
     try:
-        return LoraOut.of(services.loras.library.update(services.owner_id, lora_id, body.name, body.default_weight))
+        return LoraOut.of(services.loras.library.update(owner, lora_id, body.name, body.default_weight))
     except LoraError as exc:
         raise HTTPException(422, str(exc)) from exc
 
 
 @router.delete("/loras/{lora_id}", status_code=204)
-def delete_lora(lora_id: str, services: ServicesDep) -> None:
-    _lora(services, lora_id)
+def delete_lora(lora_id: str, services: ServicesDep, owner: OwnerDep) -> None:
+    _lora(services, owner, lora_id)
     try:
-        services.loras.library.delete(services.owner_id, lora_id)
+        services.loras.library.delete(owner, lora_id)
     except LoraError as exc:
         raise HTTPException(409, str(exc)) from exc
 
 
 @router.get("/loras/{lora_id}/file")
-def get_lora_file(lora_id: str, services: ServicesDep) -> FileResponse:
-    lora = _lora(services, lora_id)
+def get_lora_file(lora_id: str, services: ServicesDep, owner: OwnerDep) -> FileResponse:
+    lora = _lora(services, owner, lora_id)
     if not lora.file_hash:
         raise HTTPException(404, f"LoRA {lora_id} has no weights yet ({lora.state}).")
     path = services.loras.library.file_path(lora)
@@ -683,8 +711,8 @@ class AttributeEdit(BaseModel):
     edits: dict[str, str] = Field(description="attribute name → option name, e.g. {\"hair_colour\": \"silver\"}")
 
 
-def _avatar(services: Services, avatar_id: str) -> AvatarView:
-    avatar = services.identity.avatars.get(services.owner_id, avatar_id)
+def _avatar(services: Services, owner: str, avatar_id: str) -> AvatarView:
+    avatar = services.identity.avatars.get(owner, avatar_id)
     if avatar is None:
         raise HTTPException(404, f"No avatar {avatar_id}.")
     return avatar
@@ -746,9 +774,9 @@ def get_template_composition(name: str, services: ServicesDep) -> FileResponse:
 
 
 @router.post("/portraits/{asset_id}/edit", status_code=202, response_model=JobView)
-def edit_portrait(asset_id: str, body: AttributeEdit, services: ServicesDep) -> JobView:
+def edit_portrait(asset_id: str, body: AttributeEdit, services: ServicesDep, owner: OwnerDep) -> JobView:
     """Redraw a PhotoMaker picture with attribute edits, keeping its identity and seed (job kind ``identity``)."""
-    return _submitted(lambda: services.identity.edit(services.owner_id, asset_id, body.edits))
+    return _submitted(lambda: services.identity.edit(owner, asset_id, body.edits))
 
 
 @router.post("/avatars/check-photos")
@@ -759,11 +787,11 @@ async def check_avatar_photos(services: ServicesDep, photos: list[UploadFile] = 
 
 
 @router.post("/avatars", status_code=202, response_model=AvatarCreated)
-async def create_avatar(services: ServicesDep, photos: list[UploadFile] = File(...), name: str = Form("My avatar"),
+async def create_avatar(services: ServicesDep, owner: OwnerDep, photos: list[UploadFile] = File(...), name: str = Form("My avatar"),
                         subject: str = Form(...)) -> AvatarCreated:
     """Store the usable photos as a new avatar and queue the check of each face (job kind ``face_check``)."""
     try:
-        avatar, job, verdicts = services.identity.create_avatar(services.owner_id, name, subject, await _files(photos))
+        avatar, job, verdicts = services.identity.create_avatar(owner, name, subject, await _files(photos))
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
@@ -772,42 +800,104 @@ async def create_avatar(services: ServicesDep, photos: list[UploadFile] = File(.
 
 
 @router.get("/avatars", response_model=list[AvatarOut])
-def list_avatars(services: ServicesDep) -> list[AvatarOut]:
-    return [AvatarOut(**a.to_dict()) for a in services.identity.avatars.list(services.owner_id)]
+def list_avatars(services: ServicesDep, owner: OwnerDep) -> list[AvatarOut]:
+    return [AvatarOut(**a.to_dict()) for a in services.identity.avatars.list(owner)]
 
 
 @router.get("/avatars/{avatar_id}", response_model=AvatarOut)
-def get_avatar(avatar_id: str, services: ServicesDep) -> AvatarOut:
-    return AvatarOut(**_avatar(services, avatar_id).to_dict())
+def get_avatar(avatar_id: str, services: ServicesDep, owner: OwnerDep) -> AvatarOut:
+    return AvatarOut(**_avatar(services, owner, avatar_id).to_dict())
 
 
 @router.get("/avatars/{avatar_id}/photos/{photo_id}/crop")
-def get_avatar_crop(avatar_id: str, photo_id: str, services: ServicesDep) -> FileResponse:
+def get_avatar_crop(avatar_id: str, photo_id: str, services: ServicesDep, owner: OwnerDep) -> FileResponse:
     try:
-        path = services.identity.avatars.photo(services.owner_id, avatar_id, photo_id, crop=True)
+        path = services.identity.avatars.photo(owner, avatar_id, photo_id, crop=True)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
     return FileResponse(path, media_type="image/png")
 
 
 @router.post("/avatars/{avatar_id}/train", status_code=202, response_model=JobView)
-def train_avatar(avatar_id: str, services: ServicesDep, settings: dict[str, Any] | None = None) -> JobView:
+def train_avatar(avatar_id: str, services: ServicesDep, owner: OwnerDep, settings: dict[str, Any] | None = None) -> JobView:
     """Train the avatar's identity LoRA on its usable face crops (job kind ``train_avatar``); settings as
     for style LoRAs (rank, steps, learning_rate, seed, ...)."""
-    _avatar(services, avatar_id)
-    return _submitted(lambda: services.identity.train_avatar(services.owner_id, avatar_id, settings))
+    _avatar(services, owner, avatar_id)
+    return _submitted(lambda: services.identity.train_avatar(owner, avatar_id, settings))
 
 
 @router.delete("/avatars/{avatar_id}", status_code=204)
-def delete_avatar(avatar_id: str, services: ServicesDep) -> None:
+def delete_avatar(avatar_id: str, services: ServicesDep, owner: OwnerDep) -> None:
     """Delete the avatar with its photos, face crops, embeddings and trained LoRA."""
-    _avatar(services, avatar_id)
+    _avatar(services, owner, avatar_id)
     try:
-        services.identity.avatars.delete(services.owner_id, avatar_id)
+        services.identity.avatars.delete(owner, avatar_id)
     except AvatarError as exc:
         raise HTTPException(409, str(exc)) from exc
 
 
-@router.get("/health")
+@public_router.get("/health")
 def health(services: ServicesDep) -> dict:
+    """The profile, the live workers (each with the profile and queues it serves) and the queue depth."""
     return services.client.health()
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    disabled: bool
+    can_sign_in: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class MeOut(UserOut):
+    storage_used_bytes: int
+    limits: dict[str, int]
+
+
+@router.get("/me", response_model=MeOut)
+def me(services: ServicesDep, user: Annotated[UserView, Depends(current_user)]) -> MeOut:
+    """Who you are signed in as, your limits, and how much of your storage quota is used."""
+    return MeOut(**vars(user), storage_used_bytes=services.quota.used(user.id), limits=vars(services.limits))
+
+
+class UserCreate(BaseModel):
+    name: str = Field(examples=["mei"])
+    password: str = Field(min_length=MIN_PASSWORD, max_length=200)
+    role: str = Field("member", examples=["member"])
+
+
+class UserPatch(BaseModel):
+    disabled: bool | None = None
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=200)
+
+
+@router.get("/users", response_model=list[UserOut], dependencies=[Depends(admin_user)])
+def list_users(services: ServicesDep) -> list[UserOut]:
+    return [UserOut(**vars(u)) for u in services.users.list()]
+
+
+@router.post("/users", status_code=201, response_model=UserOut, dependencies=[Depends(admin_user)])
+def add_user(body: UserCreate, services: ServicesDep) -> UserOut:
+    try:
+        return UserOut(**vars(services.users.add(body.name, body.password, body.role)))
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.patch("/users/{name}", response_model=UserOut, dependencies=[Depends(admin_user)])
+def patch_user(name: str, body: UserPatch, services: ServicesDep) -> UserOut:
+    """Disable or enable a user (their sessions and tokens stop at once), or set their password."""
+    users = services.users
+    try:
+        if body.password is not None:
+            users.set_password(name, body.password)
+        if body.disabled is not None:
+            users.set_disabled(name, body.disabled)
+        return UserOut(**vars(users.get(name)))
+    except UnknownUser as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from exc

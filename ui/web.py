@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 from fastapi import FastAPI
 
-from ui.api import router
+from storage.quota import MB, LimitExceeded
+from ui.api import limit_exceeded, public_router, router
 from ui.assets_tab import build_assets_tab
+from ui.auth import Authenticator, guard
+from ui.auth import router as auth_routes
 from ui.chat_tab import build_chat_tab
 from ui.create_tab import build_create_tab, create_target
 from ui.game_tab import build_game_tab
@@ -61,18 +66,40 @@ def build_tabs(services: Services) -> StudioTabs:
     return StudioTabs(tabs, targets)
 
 
+def account_line(services: Services, request: gr.Request) -> str:
+    """Who is signed in, how much of their storage is used, and the way out."""
+    user = services.users.active(services.owner(request))
+    if user is None:
+        return ""
+    used, quota = services.quota.used(user.id) / MB, services.limits.quota_bytes / MB
+    sign_out = " · [Sign out](/logout)" if user.can_sign_in else ""
+    return f"Signed in as **{user.name}** ({user.role}) · storage {used:.1f} MB of {quota:.0f} MB{sign_out}"
+
+
 def build_blocks(services: Services) -> gr.Blocks:
     with gr.Blocks(title="AI Creative Studio") as blocks:
-        gr.Markdown("# AI Creative Studio")
+        with gr.Row():
+            gr.Markdown("# AI Creative Studio")
+            account = gr.Markdown(elem_id="account")
         build_tabs(services)
+        blocks.load(partial(account_line, services), None, account, api_visibility="private")
     return blocks
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, auth: Authenticator | None = None) -> FastAPI:
+    """The REST API and the Gradio UI on one FastAPI app. Without ``auth``: sign-in off, every request is
+    the local user's."""
     app = FastAPI(title="AI Creative Studio API", version="1", docs_url="/api/v1/docs", openapi_url="/api/v1/openapi.json")
     app.state.services = services
+    app.state.auth = auth or Authenticator(services.users, secrets.token_urlsafe(32), required=False,
+                                           local_user_id=services.local_user_id)
     app.include_router(router)
+    app.include_router(public_router)
+    app.include_router(auth_routes)
+    app.add_exception_handler(LimitExceeded, limit_exceeded)
+    app.middleware("http")(guard(services.may_read_file))
     blocks = build_blocks(services)
     blocks.queue(default_concurrency_limit=8)
     return gr.mount_gradio_app(app, blocks, path="/", css=CSS, footer_links=["api", "settings"],
-                               allowed_paths=[str(services.files.root)])
+                               allowed_paths=[str(services.files.root)], auth_dependency=app.state.auth.gradio_user_id,
+                               max_file_size=max(services.limits.max_upload_bytes, services.max_lora_bytes))

@@ -42,7 +42,7 @@ def api(shared_studio):
     def client_for(owner: str) -> TestClient:
         app = FastAPI()
         app.state.services = Services(db=studio.db, files=FileStore(studio.settings.files), client=studio.client,
-                                      owner_id=owner)
+                                      local_user_id=owner)
         app.include_router(router)
         return TestClient(app)
 

@@ -27,7 +27,7 @@ def test_a_keep_whose_model_is_missing_is_greyed_with_the_reason(tmp_path, model
     db.migrate()
     with db.session() as session:
         owner = repo.ensure_user(session).id
-    services = Services(db=db, files=FileStore(settings.files), owner_id=owner,
+    services = Services(db=db, files=FileStore(settings.files), local_user_id=owner,
                         client=StudioClient(db, create_celery(settings), profile, load_styles()))
     with gr.Blocks() as blocks:
         build_img2img_tab(services, "img2img", [])

@@ -31,7 +31,7 @@ def studio(tmp_path_factory, models_dir):
     with db.session() as session:
         owner = repo.ensure_user(session).id
     profile = load_profiles(models_dir=models_dir)["tiny"]
-    services = Services(db=db, files=FileStore(settings.files), owner_id=owner,
+    services = Services(db=db, files=FileStore(settings.files), local_user_id=owner,
                         client=StudioClient(db, create_celery(settings), profile, load_styles()))
     with gr.Blocks():
         tabs = build_tabs(services)

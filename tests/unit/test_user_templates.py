@@ -84,7 +84,7 @@ def result(studio, owner: str, kind: str, job_params: dict, params: dict, color:
     with studio["db"].session() as session:
         job = repo.create_job(session, owner, kind, job_params, "tiny", "api")
         repo.finish_job(session, job.id, state, "done" if state == JobState.SUCCEEDED else state)
-        return repo.store_asset(session, owner_id=owner, job_id=job.id, kind="image", origin="api", stage=stage,
+        return repo.store_asset(session, local_user_id=owner, job_id=job.id, kind="image", origin="api", stage=stage,
                                 output_index=0, file_hash=digest, mime="image/png", width=size[0], height=size[1],
                                 prompt=params.get("prompt", ""), params=params).id
 
@@ -302,7 +302,7 @@ def test_deleting_a_template_keeps_a_picture_something_else_uses(studio):
 def api(studio, studio_client):
     """A REST client per user: the routes as the web process mounts them, over one database."""
     def client_for(owner: str) -> TestClient:
-        services = Services(db=studio["db"], files=studio["files"], client=studio_client, owner_id=owner)
+        services = Services(db=studio["db"], files=studio["files"], client=studio_client, local_user_id=owner)
         services.templates = studio["templates"]
         app = FastAPI()
         app.state.services = services

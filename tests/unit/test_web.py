@@ -36,7 +36,7 @@ def test_unreachable_broker_answers_503_and_creates_no_job(tmp_path):
         owner = repo.ensure_user(session).id
     profile, styles = load_profiles()["tiny"], load_styles()
     client = StudioClient(db, create_celery(settings), profile, styles)
-    services = Services(db=db, files=FileStore(settings.files), client=client, owner_id=owner)
+    services = Services(db=db, files=FileStore(settings.files), client=client, local_user_id=owner)
     with TestClient(create_app(services)) as client:
         response = client.post("/api/v1/jobs", json={"kind": "generate", "params": {"prompt": "a fox"}})
         assert response.status_code == 503
