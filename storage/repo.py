@@ -131,6 +131,22 @@ def stale_running_jobs(session: Session, worker: str) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.state == JobState.RUNNING, Job.worker == worker)))
 
 
+def orphaned_jobs(session: Session, timeout: timedelta) -> list[Job]:
+    """Running jobs whose worker has not reported for ``timeout``."""
+    live = select(WorkerRecord.hostname).where(WorkerRecord.last_seen >= utcnow() - timeout)
+    return list(session.scalars(select(Job).where(Job.state == JobState.RUNNING, Job.worker.not_in(live))))
+
+
+def requeue_orphaned_job(session: Session, job_id: str, worker: str) -> bool:
+    """Put a dead worker's job back to queued; False when another worker already did (or it moved on)."""
+    changed = session.execute(
+        update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING, Job.worker == worker)
+        .values(state=JobState.QUEUED, stage=f"queued again: worker {worker} stopped answering")
+    ).rowcount
+    session.commit()
+    return changed == 1
+
+
 def store_asset(session: Session, **fields) -> Asset:
     """Insert an asset once per (job, stage, output index): a redelivered job reuses the row."""
     existing = session.scalar(
@@ -206,20 +222,39 @@ def delete_asset(session: Session, asset: Asset) -> str | None:
 
 
 def unused_files(session: Session, digests: list[str]) -> list[str]:
-    """Those of ``digests`` no asset, material, LoRA (weights or training image), avatar photo (the photo
-    or its face crop) or user template (its preview, which outlives the result it was saved from) refers to
-    any more."""
-    wanted = set(digests)
-    used = set(session.scalars(select(Asset.file_hash).where(Asset.file_hash.in_(wanted))))
-    used |= set(session.scalars(select(Material.file_hash).where(Material.file_hash.in_(wanted))))
-    used |= set(session.scalars(select(Material.mask_hash).where(Material.mask_hash.in_(wanted))))
-    used |= set(session.scalars(select(TrainedModel.file_hash).where(TrainedModel.file_hash.in_(wanted))))
-    used |= set(session.scalars(select(AvatarPhoto.file_hash).where(AvatarPhoto.file_hash.in_(wanted))))
-    used |= set(session.scalars(select(AvatarPhoto.crop_hash).where(AvatarPhoto.crop_hash.in_(wanted))))
-    used |= set(session.scalars(select(UserTemplate.preview_hash).where(UserTemplate.preview_hash.in_(wanted))))
-    for dataset in session.scalars(select(TrainedModel.dataset)):
-        used |= {item["hash"] for item in dataset} & wanted
+    """Those of ``digests`` no row refers to any more (see ``file_references``)."""
+    used = {reference.digest for reference in file_references(session, set(digests))}
     return [d for d in dict.fromkeys(digests) if d not in used]
+
+
+@dataclass(frozen=True)
+class FileReference:
+    table: str
+    row_id: str
+    column: str  # the hash column, or "dataset" for a LoRA's training image
+    digest: str
+
+
+# Every column that holds a stored file's hash: the one list of what keeps a file.
+FILE_COLUMNS = (Asset.file_hash, Material.file_hash, Material.mask_hash, TrainedModel.file_hash, AvatarPhoto.file_hash,
+                AvatarPhoto.crop_hash, UserTemplate.preview_hash)
+
+
+def file_references(session: Session, digests: set[str] | None = None) -> list[FileReference]:
+    """The rows that refer to stored files (only to those of ``digests`` when given): assets, materials (the
+    photo and its mask), LoRAs (the weights and, in their dataset, the training images), avatar photos (the
+    photo and its face crop) and user templates (the preview, which outlives the result it was saved from)."""
+    found = []
+    for column in FILE_COLUMNS:
+        query = select(column.class_.id, column).where(column.is_not(None))
+        if digests is not None:
+            query = query.where(column.in_(digests))
+        found += [FileReference(column.class_.__tablename__, row_id, column.key, digest)
+                  for row_id, digest in session.execute(query)]
+    for row_id, dataset in session.execute(select(TrainedModel.id, TrainedModel.dataset)):
+        found += [FileReference(TrainedModel.__tablename__, row_id, "dataset", item["hash"])
+                  for item in dataset if digests is None or item["hash"] in digests]
+    return found
 
 
 def _owned_digests(owner_id: str):

@@ -10,6 +10,7 @@ import os
 import time
 
 from PIL import Image
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from engine.cascade import Cancelled, StageProgress, run_cascade
 from engine.img2img import control_conditions, fit_source
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 # Seconds between progress writes: fast enough for a live bar, few enough for SQLite.
 PROGRESS_INTERVAL = 0.2
+# A database that is down or restarting: the connection fails (OperationalError) or is lost mid-query.
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
+# Tries 1, 2, 4, ... seconds apart, then every 30 s: a database back within about 15 minutes finishes the job.
+DATABASE_RETRIES = 35
+MAX_RETRY_DELAY_S = 30
 
 
 class JobReporter:
@@ -163,7 +169,19 @@ def run_job(context: WorkerContext, job) -> str:
 
 
 def execute(task, job_id: str, work) -> None:
-    """Claim the job, run ``work(context, job)``, and record how it ended, with a message a user can read."""
+    """Claim the job, run ``work(context, job)``, and record how it ended, with a message a user can read.
+
+    While the database is unreachable nothing can be claimed, reported or stored: the task is tried again
+    later, and the job re-runs from the start, storing only the results it lacks."""
+    try:
+        _claim_and_run(task, job_id, work)
+    except DATABASE_UNREACHABLE as exc:
+        delay = min(2 ** task.request.retries, MAX_RETRY_DELAY_S)
+        log.warning("job %s: the database is unreachable (%s); trying again in %d s", job_id, exc.orig or exc, delay)
+        raise task.retry(exc=exc, countdown=delay, max_retries=DATABASE_RETRIES) from None
+
+
+def _claim_and_run(task, job_id: str, work) -> None:
     context = worker_context()
     with context.db.session() as session:
         job = repo.claim_job(session, job_id, task.request.hostname)
@@ -175,6 +193,8 @@ def execute(task, job_id: str, work) -> None:
         stage = work(context, job)
     except Cancelled:
         state, stage = JobState.CANCELLED, "cancelled"
+    except DATABASE_UNREACHABLE:
+        raise
     except (ModelUnavailableError, ParamError, JobError, LoraMismatchError) as exc:
         state, stage, error = JobState.FAILED, "failed", str(exc)
     except Exception as exc:

@@ -1,9 +1,9 @@
 """Per-worker-process state and the worker's heartbeat and start-up sweep.
 
 The pipeline cache lives in the pool process, created on its first job, so CUDA is never initialised in
-the parent that forks it. The parent announces the worker in the database and re-sends jobs that a
-previous run of this same worker was running when it was killed (the embedded SQLite broker keeps no
-visibility timeout, so their messages would otherwise stay hidden).
+the parent that forks it. The parent announces the worker in the database (its profile and queues), re-sends jobs that a previous run
+of this same worker was running when it was killed (the embedded SQLite broker keeps no visibility
+timeout, so their messages would otherwise stay hidden), and hands on the jobs of other workers that died.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from celery import signals
 
@@ -101,19 +103,39 @@ def _forget_parent_context(**_):
 
 
 class Heartbeat(threading.Thread):
+    """Says every few seconds that this worker is alive, and hands on the running jobs of workers that
+    stopped saying so (killed, their machine gone): their broker messages may never come back."""
+
     def __init__(self, context: WorkerContext, hostname: str):
         super().__init__(name="studio-heartbeat", daemon=True)
         self.context, self.hostname, self.stopped = context, hostname, threading.Event()
+        self.timeout = timedelta(seconds=context.settings.worker_timeout_s)
+        # Since when this worker's own beats have all gone through: a database that was down for everyone
+        # left every worker's record stale, and none of them is dead for that.
+        self.healthy_since: float | None = None
 
     def beat(self) -> None:
         with self.context.db.session() as session:
             repo.heartbeat(session, self.hostname, self.context.settings.queues, self.context.profile.name, os.getpid())
+        now = time.monotonic()
+        self.healthy_since = self.healthy_since or now
+        if now - self.healthy_since >= self.timeout.total_seconds():
+            self.hand_on_orphaned_jobs()
+
+    def hand_on_orphaned_jobs(self) -> None:
+        with self.context.db.session() as session:
+            for job in repo.orphaned_jobs(session, self.timeout):
+                # Only one live worker wins the row, so a job is re-sent once.
+                if repo.requeue_orphaned_job(session, job.id, job.worker):
+                    log.warning("worker %s stopped answering; job %s goes to the queue again", job.worker, job.id)
+                    app.send_task(JOB_TASKS[job.kind], args=[job.id], task_id=job.id, priority=0)
 
     def run(self) -> None:
         while not self.stopped.wait(self.context.settings.worker_heartbeat_s):
             try:
                 self.beat()
             except Exception:  # a briefly unreachable database must not kill the heartbeat
+                self.healthy_since = None
                 log.exception("worker heartbeat failed")
 
 

@@ -145,14 +145,25 @@ def _as_service_user(args: list[str]) -> list[str]:
 
 
 class RedisServer(ManagedProcess):
-    """Debian's redis-server on a free loopback port, without persistence."""
+    """Debian's redis-server on a free loopback port; ``persistent`` writes every change to an append-only
+    file, as a production broker does, so queued jobs survive a restart."""
 
-    def __init__(self, workdir: Path):
-        self.port = free_port()
+    def __init__(self, workdir: Path, persistent: bool = False, port: int | None = None):
+        self.workdir, self.persistent = workdir, persistent
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        super().__init__(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", str(workdir)], dict(os.environ), workdir / "redis.log", workdir)
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        super().__init__(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability,
+                          "--dir", str(workdir)], dict(os.environ), workdir / f"redis-{self.port}.log", workdir)
         wait_for(self._answers, 20, 0.1, "redis-server")
+
+    def restarted(self) -> "RedisServer":
+        """Stop it (SIGTERM) and start it again on the same port and data."""
+        self.stop()
+        return RedisServer(self.workdir, self.persistent, self.port)
+
+    def url_for(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def _answers(self) -> bool:
         import redis
@@ -170,20 +181,26 @@ class PostgresServer:
         bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
         if not bindirs:
             raise FileNotFoundError("PostgreSQL is not installed (Debian package postgresql)")
-        self.bin, self.port = bindirs[-1], free_port()
+        self.bin, self.port, self.workdir = bindirs[-1], free_port(), workdir
         self.datadir = workdir / "pgdata"
         workdir.chmod(0o777)  # the postgres user writes its cluster and log here
         subprocess.run(_as_service_user([str(self.bin / "initdb"), "-D", str(self.datadir), "-A", "trust",
                                          "-U", "studio"]), check=True, capture_output=True)
-        options = f"-p {self.port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-o", options,
-                                         "-l", str(workdir / "postgres.log"), "-w", "start"]), check=True, capture_output=True)
-        subprocess.run(_as_service_user([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                                         "-U", "studio", "studio"]), check=True, capture_output=True)
-        self.url = f"postgresql+psycopg://studio@127.0.0.1:{self.port}/studio"
+        self.start()
+        self.url = self.create_database("studio")
 
-    def stop(self) -> None:
-        subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"]),
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-o", options,
+                                         "-l", str(self.workdir / "postgres.log"), "-w", "start"]), check=True, capture_output=True)
+
+    def create_database(self, name: str) -> str:
+        subprocess.run(_as_service_user([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                                         "-U", "studio", name]), check=True, capture_output=True)
+        return f"postgresql+psycopg://studio@127.0.0.1:{self.port}/{name}"
+
+    def stop(self, mode: str = "immediate") -> None:
+        subprocess.run(_as_service_user([str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"]),
                        capture_output=True)
 
 
