@@ -102,6 +102,8 @@ class MaterialLibrary:
         kind, tags = _kind(kind), clean_tags(tags)
         stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] if filename else ""
         name = _name(name, stem or "Untitled")
+        if self.quota is not None:
+            self.quota.check_upload(owner_id, len(data))
         upload: UploadedImage = read_image_upload(data, max_bytes=self.max_upload_bytes)
         png = upload.png_bytes()
         if self.quota is not None:

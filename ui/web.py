@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from functools import partial
 
 import gradio as gr
 from fastapi import FastAPI
 
+from storage.models import JobState
 from storage.quota import MB, LimitExceeded
 from ui.api import limit_exceeded, public_router, router
 from ui.assets_tab import build_assets_tab
@@ -24,6 +24,7 @@ from ui.product_tab import build_product_tab
 from ui.services import Services
 from ui.templates_tab import TemplateTarget, build_templates_tab
 
+JOBS_REFRESH_S = 3
 CSS = ".noise-banner { background: #fff4d6; border: 1px solid #e0b400; border-radius: 6px; padding: 4px 10px; }"
 
 
@@ -76,13 +77,35 @@ def account_line(services: Services, request: gr.Request) -> str:
     return f"Signed in as **{user.name}** ({user.role}) · storage {used:.1f} MB of {quota:.0f} MB{sign_out}"
 
 
+def jobs_under_way(services: Services, request: gr.Request) -> str:
+    """The user's jobs still waiting or running, with their progress: read from the database, so a reloaded
+    page (or a restarted web process) shows them again."""
+    jobs = services.client.jobs(services.owner(request), (JobState.QUEUED, JobState.RUNNING), 20)
+    if not jobs:
+        return ""
+    running = [f"{job.kind} {job.progress:.0%} · {job.stage}" for job in jobs if job.state == JobState.RUNNING]
+    waiting = len(jobs) - len(running)
+    return "Under way: " + "; ".join(running + ([f"{waiting} waiting"] if waiting else []))
+
+
 def build_blocks(services: Services) -> gr.Blocks:
     with gr.Blocks(title="AI Creative Studio") as blocks:
         with gr.Row():
             gr.Markdown("# AI Creative Studio")
-            account = gr.Markdown(elem_id="account")
+            with gr.Column():
+                account = gr.Markdown(elem_id="account")
+                under_way = gr.Markdown(elem_id="under-way")
         build_tabs(services)
-        blocks.load(partial(account_line, services), None, account, api_visibility="private")
+
+        def show_account(request: gr.Request) -> str:
+            return account_line(services, request)
+
+        def show_jobs(request: gr.Request) -> str:
+            return jobs_under_way(services, request)
+
+        blocks.load(show_account, None, account, api_visibility="private")
+        blocks.load(show_jobs, None, under_way, api_visibility="private")
+        gr.Timer(JOBS_REFRESH_S).tick(show_jobs, None, under_way, show_progress="hidden", api_visibility="private")
     return blocks
 
 
