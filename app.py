@@ -272,6 +272,23 @@ def users(args: argparse.Namespace) -> None:
         sys.exit(f"error: {exc}")
 
 
+def check(args: argparse.Namespace) -> None:
+    """Rows whose file is missing, files no row refers to, leftovers of interrupted writes; --fix repairs what is safe."""
+    from datetime import timedelta
+
+    from settings import Settings
+    from storage.consistency import check_storage
+    from storage.db import Database
+    from storage.files import FileStore
+
+    settings = Settings()
+    db = Database(settings.database)
+    db.migrate()
+    report = check_storage(db, FileStore(settings.files), fix=args.fix, grace=timedelta(minutes=args.grace_minutes))
+    print(report.text(), flush=True)
+    sys.exit(1 if report.problems else 0)
+
+
 def parser() -> argparse.ArgumentParser:
     # Options every command takes, before or after its name; SUPPRESS keeps a subcommand from
     # overwriting a value given before it with its own default.
@@ -310,6 +327,12 @@ def parser() -> argparse.ArgumentParser:
     styles_cmd.add_argument("--avatars", action="store_true", help="the avatar styles (templates/avatar_styles.json) instead of the art styles")
     styles_cmd.add_argument("--templates", action="store_true",
                             help="the template square's industry templates (templates/industry_templates.json) instead of the art styles")
+    check_cmd = commands.add_parser("check", parents=[common],
+                                    help="check that every row's file is stored and every stored file is used")
+    check_cmd.add_argument("--fix", action="store_true", help="delete orphan and temporary files older than the grace "
+                           "period, and asset rows whose file is gone (other rows are reported with what to do)")
+    check_cmd.add_argument("--grace-minutes", type=float, default=60,
+                           help="leave files younger than this alone: a worker may be committing their row (default 60)")
     return top
 
 
@@ -323,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         parser().error(f"users {args.action} needs a user name")
     if args.command == "users" and args.action == "revoke" and not args.token_id:
         parser().error("users revoke needs the user name and the token id")
-    {"worker": run_worker, "models": models, "styles": styles, "users": users}.get(args.command, serve)(args)
+    {"worker": run_worker, "models": models, "styles": styles, "users": users, "check": check}.get(args.command, serve)(args)
 
 
 if __name__ == "__main__":

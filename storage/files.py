@@ -36,8 +36,16 @@ class FileStore:
         """Store bytes and return their sha256. A crash mid-write never leaves a partial file under the name."""
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest, extension)
-        if target.exists():
+        try:
+            # Stored already: made fresh again, so `python app.py check --fix` gives the row now coming for
+            # it the same grace period as a new file's (the file may have been an orphan until now).
+            os.utime(target)
             return digest
+        except FileNotFoundError:
+            pass
+        except OSError:  # not ours to touch (a read-only or foreign share): stored all the same
+            if target.is_file():
+                return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
