@@ -20,7 +20,16 @@ from storage.db import Database
 from storage.models import Asset, Job
 from tasks.celery_app import create_celery
 from tasks.client import StudioClient
-from tests.support import ManagedProcess, PostgresServer, RedisServer, StudioServer, http_json, start_worker, studio_env, wait_for
+from tests.support import (
+    ManagedProcess,
+    PostgresServer,
+    RedisServer,
+    StudioServer,
+    http_json,
+    start_worker,
+    studio_env,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.integration,
