@@ -8,9 +8,10 @@ sign-in off (a single local user on this machine) every request is the local use
 from __future__ import annotations
 
 import html
+import os
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -145,7 +146,9 @@ def gradio_file_digest(path: str) -> str | None:
     """The content hash a Gradio file route names, when it names one of the studio's stored files."""
     for prefix in GRADIO_FILE_ROUTES:
         if path.startswith(prefix):
-            match = STORED_FILE_NAME.fullmatch(unquote(path[len(prefix):]).rsplit("/", 1)[-1])
+            # The file Gradio will serve: the route's path as it reads it (decoded once, already) and normalised
+            # as it normalises it (os.path.abspath), so "<sha>.png/", "<sha>.png/." or "<sha>.png/x/.." name it too.
+            match = STORED_FILE_NAME.fullmatch(os.path.basename(os.path.abspath(path[len(prefix):])))
             return match.group(1) if match else None
     return None
 
@@ -156,7 +159,8 @@ def guard(may_read_file):
 
     async def middleware(request: Request, call_next):
         auth: Authenticator = request.app.state.auth
-        path = request.url.path
+        # The path as the routes match it (request.url.path re-escapes "?", "#" and "\\" in it).
+        path = request.scope["path"]
         digest = gradio_file_digest(path)
         if digest is not None:
             user_id = await run_in_threadpool(auth.user_id, request)
