@@ -49,15 +49,19 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
     asset_ids = gr.State([])
     senders.append((send, selected))
 
-    def load(search_v: str, origin_v: str, period_v: str, favourites_v: bool):
+    def assets_of(owner: str, search_v: str, origin_v: str, period_v: str, favourites_v: bool) -> tuple:
+        """Values for ``listing``: the owner's assets that pass the filters, newest first, nothing selected."""
         span = PERIODS.get(period_v)
         flt = repo.AssetFilter(origin=origin_v or None, favourites_only=favourites_v, search=search_v or None,
                                since=utcnow() - span if span else None, limit=PAGE_SIZE)
         with services.db.session() as session:
-            assets = repo.list_assets(session, services.owner_id, flt)
+            assets = repo.list_assets(session, owner, flt)
         items = [(str(services.asset_path(a)), a.prompt[:60]) for a in assets]
         text = f"{len(assets)} asset(s)" + (f" (showing the newest {PAGE_SIZE})" if len(assets) == PAGE_SIZE else "")
         return items, [a.id for a in assets], text, None, {}, ""
+
+    def load(search_v: str, origin_v: str, period_v: str, favourites_v: bool, request: gr.Request):
+        return assets_of(services.owner(request), search_v, origin_v, period_v, favourites_v)
 
     filters = [search, origin, period, favourites]
     listing = [gallery, asset_ids, summary, selected, params_view, info]
@@ -69,10 +73,11 @@ def build_assets_tab(services: Services, create: CreateTab, tabs: gr.Tabs, creat
 
     wire_selection(services, gallery, asset_ids, selected, params_view, info, favourite_button)
 
-    def delete(asset_id: str | None, *filter_values):
-        services.delete_asset(selected_asset(services, asset_id))
+    def delete(asset_id: str | None, request: gr.Request, *filter_values):
+        owner = services.owner(request)
+        services.delete_asset(selected_asset(services, owner, asset_id))
         gr.Info("Asset deleted.")
-        return load(*filter_values)
+        return assets_of(owner, *filter_values)
 
     delete_button.click(delete, [selected, *filters], listing, api_visibility="private")
 

@@ -10,6 +10,7 @@ import gradio as gr
 
 from storage import repo
 from storage.models import JobState
+from storage.quota import LimitExceeded
 from tasks.client import ConversationView, InvalidRequest, QueueUnavailable, TurnView
 from ui.asset_panel import selected_asset
 from ui.create_tab import CreateTab
@@ -20,9 +21,9 @@ from ui.services import Services, banner
 ACTION_LABELS = {"add": "added", "replace": "replaced", "remove": "removed", "map": "mapped", "unmapped": "not understood"}
 
 
-def _asset_paths(services: Services, asset_ids: list[str]) -> dict[str, str]:
+def _asset_paths(services: Services, owner: str, asset_ids: list[str]) -> dict[str, str]:
     with services.db.session() as session:
-        assets = [repo.get_asset(session, a, services.owner_id) for a in asset_ids]
+        assets = [repo.get_asset(session, a, owner) for a in asset_ids]
     return {a.id: str(services.asset_path(a)) for a in assets if a is not None}
 
 
@@ -31,9 +32,9 @@ def _candidate_caption(candidate: dict, rank: int) -> str:
     return f"#{rank + 1} · {score} · seed {candidate['seed']}"
 
 
-def candidate_gallery(services: Services, candidates: list[dict]) -> list[tuple[str, str]]:
+def candidate_gallery(services: Services, owner: str, candidates: list[dict]) -> list[tuple[str, str]]:
     """A turn's candidates, best first, as (file, caption) pairs; deleted assets are left out."""
-    paths = _asset_paths(services, [c["asset_id"] for c in candidates])
+    paths = _asset_paths(services, owner, [c["asset_id"] for c in candidates])
     return [(paths[c["asset_id"]], _candidate_caption(c, rank)) for rank, c in enumerate(candidates) if c["asset_id"] in paths]
 
 
@@ -53,7 +54,7 @@ def _assistant_text(turn: TurnView) -> str:
     return text
 
 
-def chat_messages(services: Services, view: ConversationView | None) -> list[dict]:
+def chat_messages(services: Services, owner: str, view: ConversationView | None) -> list[dict]:
     """The conversation along its current path, with each turn's ranked images inline."""
     if view is None:
         return []
@@ -62,7 +63,7 @@ def chat_messages(services: Services, view: ConversationView | None) -> list[dic
         turn = view.turn(turn_id)
         messages.append({"role": "user", "content": turn.text})
         messages.append({"role": "assistant", "content": _assistant_text(turn)})
-        images = candidate_gallery(services, turn.candidates)
+        images = candidate_gallery(services, owner, turn.candidates)
         if images:
             messages.append({"role": "assistant", "content": gr.Gallery(value=images, columns=4, height="auto", format="png")})
     return messages
@@ -168,15 +169,15 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
     view_outputs = [conversation_id, chatbot, conversation_list, title, turn_list, candidates, candidate_turn,
                     candidate_ids, selected, selected_info, mapping]
 
-    def render(view: ConversationView | None, extra: list[dict] | None = None) -> list:
-        """Every output that shows a conversation, from its stored state."""
+    def render(owner: str, view: ConversationView | None, extra: list[dict] | None = None) -> list:
+        """Every output that shows a conversation of the owner's, from its stored state."""
         shown = picture_turn(view)
         cands = shown.candidates if shown else []
-        gallery = candidate_gallery(services, cands)
-        listing = [(c["title"], c["id"]) for c in chats.list(services.owner_id)]
+        gallery = candidate_gallery(services, owner, cands)
+        listing = [(c["title"], c["id"]) for c in chats.list(owner)]
         top = cands[0]["asset_id"] if cands else None
         return [
-            view.id if view else None, chat_messages(services, view) + (extra or []),
+            view.id if view else None, chat_messages(services, owner, view) + (extra or []),
             gr.Dropdown(choices=listing, value=view.id if view else None), view.title if view else "",
             gr.Dropdown(choices=turn_choices(view), value=view.head_turn_id if view else None),
             gallery, shown.id if shown and cands else None, [c["asset_id"] for c in cands], top,
@@ -184,33 +185,34 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
             mapping_markdown(view.turn(view.head_turn_id) if view and view.head_turn_id else None),
         ]
 
-    def current(conv_id: str | None) -> ConversationView | None:
-        return chats.get(services.owner_id, conv_id) if conv_id else None
+    def current(owner: str, conv_id: str | None) -> ConversationView | None:
+        return chats.get(owner, conv_id) if conv_id else None
 
-    def run_turn(raw: dict, conv_id: str | None, progress: gr.Progress):
+    def run_turn(owner: str, raw: dict, conv_id: str | None, progress: gr.Progress):
         """Submit a turn, follow its job, then show the stored conversation. A generator for live updates."""
         raw = dict(raw, conversation_id=conv_id)
         try:
-            job = services.client.submit(services.owner_id, "chat_turn", raw, origin="chat")
+            job = services.client.submit(owner, "chat_turn", raw, origin="chat")
         except InvalidRequest as exc:
             said = raw.get("text") or (f"({raw['tweak'].get('kind')})" if raw.get("tweak") else "(empty message)")
-            yield [*render(current(conv_id), [{"role": "user", "content": said},
-                                              {"role": "assistant", "content": str(exc)}]), None, gr.update(), str(exc)]
+            yield [*render(owner, current(owner, conv_id), [{"role": "user", "content": said},
+                                                            {"role": "assistant", "content": str(exc)}]),
+                   None, gr.update(), str(exc)]
             return
-        except QueueUnavailable as exc:
+        except (QueueUnavailable, LimitExceeded) as exc:
             raise gr.Error(str(exc)) from exc
         warn_if_no_worker(services, "turn")
         conv_id = job.params["conversation_id"]
-        yield [*render(current(conv_id)), job.id, "", "Refining the prompt…"]
-        job = wait_for_job(services, job, progress)
-        view = current(conv_id)
+        yield [*render(owner, current(owner, conv_id)), job.id, "", "Refining the prompt…"]
+        job = wait_for_job(services, owner, job, progress)
+        view = current(owner, conv_id)
         note = {JobState.SUCCEEDED: "", JobState.CANCELLED: "Cancelled.", JobState.FAILED: f"**Failed:** {job.error}"}
-        yield [*render(view), None, "", note.get(job.state, "")]
+        yield [*render(owner, view), None, "", note.get(job.state, "")]
 
     turn_outputs = [*view_outputs, job_id, message, status]
 
-    def send(text: str, count_v: int, aspect_v: str, conv_id: str | None, progress=gr.Progress()):
-        yield from run_turn(dict(text=text, count=count_v, aspect=aspect_v), conv_id, progress)
+    def send(text: str, count_v: int, aspect_v: str, conv_id: str | None, request: gr.Request, progress=gr.Progress()):
+        yield from run_turn(services.owner(request), dict(text=text, count=count_v, aspect=aspect_v), conv_id, progress)
 
     send_inputs = [message, count, aspect, conversation_id]
     send_button.click(send, send_inputs, turn_outputs, api_name="chat_send", concurrency_limit=None)
@@ -218,11 +220,12 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
 
     def tweak(kind: str):
         def run(asset_id: str | None, turn_id: str | None, conv_id: str | None, count_v: int, style_v: str,
-                aspect_v: str, progress=gr.Progress()):
+                aspect_v: str, request: gr.Request, progress=gr.Progress()):
             if not asset_id or not turn_id:
                 raise gr.Error("Select one of the candidates first.")
             spec = {"kind": kind, "asset_id": asset_id, "style": style_v, "aspect": aspect_v}
-            yield from run_turn(dict(tweak=spec, parent_turn_id=turn_id, count=count_v), conv_id, progress)
+            yield from run_turn(services.owner(request), dict(tweak=spec, parent_turn_id=turn_id, count=count_v), conv_id,
+                                progress)
         return run
 
     tweak_inputs = [selected, candidate_turn, conversation_id, count]
@@ -233,65 +236,71 @@ def build_chat_tab(services: Services, create: CreateTab, tabs: gr.Tabs, create_
 
     cancel_button.click(services.cancel, job_id, status, api_visibility="private")
 
-    def open_conversation(conv_id: str | None):
-        return render(current(conv_id))
+    def open_conversation(conv_id: str | None, request: gr.Request):
+        owner = services.owner(request)
+        return render(owner, current(owner, conv_id))
+
+    def new_conversation(request: gr.Request):
+        return render(services.owner(request), None)
 
     conversation_list.input(open_conversation, conversation_list, view_outputs, api_name="chat_open")
-    new_button.click(lambda: render(None), None, view_outputs, api_name="chat_new")
+    new_button.click(new_conversation, None, view_outputs, api_name="chat_new")
     tab.select(open_conversation, conversation_id, view_outputs, api_visibility="private")
 
     def change(action):
-        def run(conv_id: str | None, *args):
+        """A handler that applies ``action(owner, conversation id, *inputs)`` and shows the conversation."""
+        def run(conv_id: str | None, request: gr.Request, *args):
             if not conv_id:
                 raise gr.Error("Open or start a conversation first.")
+            owner = services.owner(request)
             try:
-                view = action(conv_id, *args)
+                view = action(owner, conv_id, *args)
             except InvalidRequest as exc:
                 raise gr.Error(str(exc)) from exc
             if view is None:
                 raise gr.Error("This conversation no longer exists.")
-            return render(view)
+            return render(owner, view)
         return run
 
-    owner = services.owner_id
-    undo_button.click(change(lambda c: chats.undo(owner, c)), conversation_id, view_outputs, api_name="chat_undo")
-    branch_button.click(change(lambda c, t: chats.branch(owner, c, t)), [conversation_id, turn_list], view_outputs,
-                        api_name="chat_branch")
-    rename_button.click(change(lambda c, t: chats.rename(owner, c, t)), [conversation_id, title], view_outputs,
-                        api_name="chat_rename")
+    undo_button.click(change(chats.undo), conversation_id, view_outputs, api_name="chat_undo")
+    branch_button.click(change(chats.branch), [conversation_id, turn_list], view_outputs, api_name="chat_branch")
+    rename_button.click(change(chats.rename), [conversation_id, title], view_outputs, api_name="chat_rename")
 
-    def delete(conv_id: str | None):
+    def delete(conv_id: str | None, request: gr.Request):
+        owner = services.owner(request)
         if conv_id:
             chats.delete(owner, conv_id)
-        return render(None)
+        return render(owner, None)
 
     delete_button.click(delete, conversation_id, view_outputs, api_visibility="private")
 
-    def show_turn(conv_id: str | None, turn_id: str | None):
+    def show_turn(conv_id: str | None, turn_id: str | None, request: gr.Request):
         """Preview a turn from the list: its mapping and candidates, before continuing from it."""
-        view = current(conv_id)
+        owner = services.owner(request)
+        view = current(owner, conv_id)
         turn = view.turn(turn_id) if view and turn_id else None
         if turn is None:
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         ids = [c["asset_id"] for c in turn.candidates]
-        return mapping_markdown(turn), candidate_gallery(services, turn.candidates), turn.id if ids else None, ids, ids[0] if ids else None
+        return (mapping_markdown(turn), candidate_gallery(services, owner, turn.candidates), turn.id if ids else None, ids,
+                ids[0] if ids else None)
 
     turn_list.input(show_turn, [conversation_id, turn_list], [mapping, candidates, candidate_turn, candidate_ids, selected],
                     api_visibility="private")
 
-    def on_select(ids: list[str], evt: gr.SelectData):
+    def on_select(ids: list[str], evt: gr.SelectData, request: gr.Request):
         asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
         if asset_id is None:
             return None, "Select a candidate to tweak it."
-        asset = selected_asset(services, asset_id)
+        asset = selected_asset(services, services.owner(request), asset_id)
         score = f" · CLIP {asset.score:.1f}" if asset.score is not None else ""
         return asset_id, (f"Candidate {evt.index + 1}: {asset.width}×{asset.height} px · seed {asset.params.get('seed')}{score} · "
                           f"[Download PNG](/api/v1/assets/{asset.id}/file)")
 
     candidates.select(on_select, candidate_ids, [selected, selected_info], api_visibility="private")
 
-    def continue_in_create(asset_id: str | None):
-        asset = selected_asset(services, asset_id)
+    def continue_in_create(asset_id: str | None, request: gr.Request):
+        asset = selected_asset(services, services.owner(request), asset_id)
         return [gr.Tabs(selected=create_tab_id), *create.values_from(asset.params)]
 
     continue_button.click(continue_in_create, selected, [tabs, *create.form], api_visibility="private")

@@ -123,17 +123,18 @@ def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State
     # The LoRA slots are named parameters with defaults, so API callers of /generate may leave them out.
     def run(prompt_v, negative_v, style_v, _aspect, width_v, height_v, count_v, steps_v, guidance_v, sampler_v,
             seed_v, stages_v, keep_v, lora_1=None, weight_1=1.0, lora_2=None, weight_2=1.0, lora_3=None, weight_3=1.0,
-            progress=gr.Progress()):
+            request: gr.Request | None = None, progress=gr.Progress()):
         raw = dict(prompt=prompt_v, negative_prompt=negative_v, style=style_v, width=width_v, height=height_v,
                    count=count_v, steps=steps_v, guidance=guidance_v, sampler=sampler_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v,
                    loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
-        job = yield from follow_job(services, "generate", raw, "create", progress, "Generation",
+        owner = services.owner(request)
+        job = yield from follow_job(services, owner, "generate", raw, "create", progress, "Generation",
                                     lambda job_id, status: (job_id, [], [], status))
         if job is None:
             return
         with services.db.session() as session:
-            assets = repo.job_assets(session, job.id, services.owner_id)
+            assets = repo.job_assets(session, job.id, owner)
         images = [(str(services.asset_path(a)), caption(services, a)) for a in assets]
         final = [a for a in assets if a.stage == "final"]
         kept = f" (+{len(assets) - len(final)} stage images)" if len(assets) > len(final) else ""

@@ -13,10 +13,10 @@ import pandas as pd
 from storage import repo
 from storage.loras import LoraError
 from storage.models import JobState, LoraState
-from tasks.client import InvalidRequest, QueueUnavailable
+from tasks.client import InvalidRequest
 from ui.asset_panel import wire_selection
 from ui.img2img_tab import SEND_LABEL
-from ui.jobs import follow_job, wait_for_job, warn_if_no_worker
+from ui.jobs import REFUSALS, follow_job, wait_for_job, warn_if_no_worker
 from ui.lora_picker import LoraPicker, build_lora_picker
 from ui.services import Services, banner
 from ui.style_picker import build_style_picker
@@ -90,17 +90,18 @@ def build_generate_section(services: Services, senders: list[tuple[gr.Button, gr
 
     def run(type_v, prompt_v, negative_v, style_v, transparent_v, sheet_v, count_v, columns_v, width_v, height_v,
             steps_v, guidance_v, seed_v, lora_1=None, weight_1=1.0, lora_2=None, weight_2=1.0, lora_3=None,
-            weight_3=1.0, progress=gr.Progress()):
+            weight_3=1.0, request: gr.Request | None = None, progress=gr.Progress()):
         raw = dict(asset_type=type_v, prompt=prompt_v, negative_prompt=negative_v, style=style_v,
                    transparent=transparent_v, sprite_sheet=sheet_v, count=count_v, sheet_columns=columns_v,
                    width=width_v, height=height_v, steps=steps_v, guidance=guidance_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
-        job = yield from follow_job(services, "game_asset", raw, "game", progress, "Asset generation",
+        owner = services.owner(request)
+        job = yield from follow_job(services, owner, "game_asset", raw, "game", progress, "Asset generation",
                                     lambda job_id, status: (job_id, [], [], status))
         if job is None:
             return
         with services.db.session() as session:
-            assets = [a for a in repo.job_assets(session, job.id, services.owner_id) if a.stage == "final"]
+            assets = [a for a in repo.job_assets(session, job.id, owner) if a.stage == "final"]
         items = []
         for asset in assets:
             what = "sprite sheet" if asset.kind == "sprite_sheet" else (
@@ -143,13 +144,14 @@ def _curve_frame(curve) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64", "series": "str"})
 
 
-def _trained_choices(services: Services) -> list[tuple[str, str]]:
-    """The user's LoRAs trained here (running, finished or stopped), newest first."""
-    return [(f"{lora.name} · {lora.state}", lora.id) for lora in services.loras.library.list(services.owner_id)
+def _trained_choices(services: Services, owner: str) -> list[tuple[str, str]]:
+    """The owner's LoRAs trained here (running, finished or stopped), newest first."""
+    return [(f"{lora.name} · {lora.state}", lora.id) for lora in services.loras.library.list(owner)
             if lora.kind == "style" and lora.job_id]
 
 
-def build_training_section(services: Services) -> None:
+def build_training_section(services: Services, tab: gr.Tab) -> None:
+    """The section inside ``tab``; opening it lists the user's trainings."""
     lora_client = services.loras
     low, high = lora_client.limits
     defaults = lora_client.defaults
@@ -183,7 +185,7 @@ def build_training_section(services: Services) -> None:
             status = gr.Markdown(elem_id="train-status")
         with gr.Column(scale=4):
             with gr.Row(equal_height=True):
-                watched = gr.Dropdown(_trained_choices(services), value=None, label="Show a training", scale=4,
+                watched = gr.Dropdown([], value=None, label="Show a training", scale=4,
                                       elem_id="train-watch", info="Follow a running training again, or see how one went.")
                 watch_refresh = gr.Button("↻", scale=0, min_width=40)
             plot = gr.LinePlot(_curve_frame([]), x="step", y="loss", color="series", title="Training loss",
@@ -203,7 +205,8 @@ def build_training_section(services: Services) -> None:
 
     check_button.click(check, files, [checked, status], api_visibility="private")
 
-    def train(paths, table, name_v, trigger_v, rank_v, steps_v, lr_v, te_v, every_v, seed_v, sample_prompt_v):
+    def train(paths, table, name_v, trigger_v, rank_v, steps_v, lr_v, te_v, every_v, seed_v, sample_prompt_v,
+              request: gr.Request):
         captions = {}
         if isinstance(table, pd.DataFrame) and not table.empty:
             captions = {str(row.iloc[0]): str(row.iloc[2] or "") for _, row in table.iterrows() if str(row.iloc[2] or "").strip()}
@@ -211,27 +214,28 @@ def build_training_section(services: Services) -> None:
                         seed=None if seed_v is None or seed_v < 0 else seed_v, sample_prompt=sample_prompt_v)
         if every_v:
             settings["sample_every"] = every_v
+        owner = services.owner(request)
         try:
-            lora, job, verdicts = lora_client.start_training(services.owner_id, _uploaded(paths), name_v, trigger_v or "",
-                                                             captions, settings, origin="game")
-        except (InvalidRequest, QueueUnavailable) as exc:
+            lora, job, verdicts = lora_client.start_training(owner, _uploaded(paths), name_v, trigger_v or "", captions,
+                                                             settings, origin="game")
+        except REFUSALS as exc:
             raise gr.Error(str(exc)) from exc
         warn_if_no_worker(services, "training")
         refused = [v for v in verdicts if not v.ok]
         left_out = f" ({len(refused)} image(s) left out)" if refused else ""
         yield job.id, _verdict_table(verdicts), f"Training '{lora.name}' queued{left_out} · job `{job.id}`", gr.update(), gr.update()
-        yield from follow(lora.id, job.id)
+        yield from follow(owner, lora.id, job.id)
 
-    def follow(lora_id: str, job_id_v: str):
+    def follow(owner: str, lora_id: str, job_id_v: str):
         while True:
-            view = lora_client.training(services.owner_id, lora_id)
+            view = lora_client.training(owner, lora_id)
             if view is None:
                 yield None, gr.update(), "The LoRA was deleted.", gr.update(), gr.update()
                 return
             with services.db.session() as session:
                 sample_items = []
                 for sample in view.samples:
-                    asset = repo.get_asset(session, sample["asset_id"], services.owner_id)
+                    asset = repo.get_asset(session, sample["asset_id"], owner)
                     if asset is not None:
                         sample_items.append((str(services.asset_path(asset)), f"step {sample['step']}"))
             job = view.job
@@ -252,34 +256,38 @@ def build_training_section(services: Services) -> None:
                                sample_prompt], [job_id, checked, status, plot, samples], api_visibility="private",
                        concurrency_limit=None)
 
-    def watch(lora_id):
+    def watch(lora_id, request: gr.Request):
         if not lora_id:
             return
-        lora = lora_client.library.get(services.owner_id, lora_id)
+        owner = services.owner(request)
+        lora = lora_client.library.get(owner, lora_id)
         if lora is None:
             raise gr.Error("That LoRA was deleted.")
-        yield from follow(lora.id, lora.job_id)
+        yield from follow(owner, lora.id, lora.job_id)
 
     watched.input(watch, watched, [job_id, checked, status, plot, samples], api_visibility="private", concurrency_limit=None)
-    def refreshed(current):
-        return gr.update(choices=_trained_choices(services), value=current)
+    def refreshed(current, request: gr.Request):
+        return gr.update(choices=_trained_choices(services, services.owner(request)), value=current)
 
-    # The list is built with the page; trainings started since show up when it is opened or on ↻.
+    # The user's trainings fill the list when the section is opened, when the list is, and on ↻.
+    tab.select(refreshed, watched, watched, api_visibility="private")
     watched.focus(refreshed, watched, watched, api_visibility="private")
     watch_refresh.click(refreshed, watched, watched, api_visibility="private")
 
     cancel_button.click(services.cancel, job_id, status, api_visibility="private")
 
 
-def _lora_table(services: Services) -> pd.DataFrame:
+def _lora_table(services: Services, owner: str) -> pd.DataFrame:
     rows = [[lora.name, "trained" if lora.kind == "style" else "uploaded", lora.state, lora.profile, lora.trigger,
-             lora.state_note or "", lora.id] for lora in services.loras.library.list(services.owner_id)]
+             lora.state_note or "", lora.id] for lora in services.loras.library.list(owner)]
     return pd.DataFrame(rows, columns=LORA_COLUMNS)
 
 
-def build_library_section(services: Services) -> None:
+def build_library_section(services: Services, tab: gr.Tab) -> None:
+    """The section inside ``tab``; opening it lists the user's LoRAs."""
     lora_client = services.loras
-    table = gr.Dataframe(_lora_table(services), interactive=False, label="Your LoRAs", elem_id="lora-table", wrap=True)
+    table = gr.Dataframe(pd.DataFrame([], columns=LORA_COLUMNS), interactive=False, label="Your LoRAs",
+                         elem_id="lora-table", wrap=True)
     with gr.Row():
         refresh = gr.Button("↻ Refresh")
         selected = gr.Textbox(label="Selected LoRA id", interactive=False)
@@ -297,50 +305,56 @@ def build_library_section(services: Services) -> None:
         upload_button = gr.Button("Upload", variant="primary")
     status = gr.Markdown()
 
-    def on_select(frame: pd.DataFrame, evt: gr.SelectData):
+    def on_select(frame: pd.DataFrame, evt: gr.SelectData, request: gr.Request):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         lora_id = str(frame.iloc[row]["Id"])
-        lora = lora_client.library.get(services.owner_id, lora_id)
+        lora = lora_client.library.get(services.owner(request), lora_id)
         link = f"[Download .safetensors](/api/v1/loras/{lora_id}/file)" if lora and lora.file_hash else ""
         return lora_id, lora.name if lora else "", link
 
     table.select(on_select, table, [selected, rename_to, download], api_visibility="private")
-    refresh.click(lambda: _lora_table(services), None, table, api_visibility="private")
+    def listing(request: gr.Request) -> pd.DataFrame:
+        return _lora_table(services, services.owner(request))
 
-    def rename(lora_id, new_name):
+    tab.select(listing, None, table, api_visibility="private")
+    refresh.click(listing, None, table, api_visibility="private")
+
+    def rename(lora_id, new_name, request: gr.Request):
         if not lora_id:
             raise gr.Error("Select a LoRA in the table first.")
+        owner = services.owner(request)
         try:
-            lora_client.library.update(services.owner_id, lora_id, name=new_name)
+            lora_client.library.update(owner, lora_id, name=new_name)
         except (LookupError, LoraError) as exc:
             raise gr.Error(str(exc)) from exc
-        return _lora_table(services), "Renamed."
+        return _lora_table(services, owner), "Renamed."
 
     rename_button.click(rename, [selected, rename_to], [table, status], api_visibility="private")
 
-    def delete(lora_id):
+    def delete(lora_id, request: gr.Request):
         if not lora_id:
             raise gr.Error("Select a LoRA in the table first.")
+        owner = services.owner(request)
         try:
-            lora_client.library.delete(services.owner_id, lora_id)
+            lora_client.library.delete(owner, lora_id)
         except (LookupError, LoraError) as exc:
             raise gr.Error(str(exc)) from exc
-        return _lora_table(services), "", "Deleted, with its weights and training images."
+        return _lora_table(services, owner), "", "Deleted, with its weights and training images."
 
     delete_button.click(delete, selected, [table, selected, status], api_visibility="private")
 
-    def upload(path, name_v, weight_v, progress=gr.Progress()):
+    def upload(path, name_v, weight_v, request: gr.Request, progress=gr.Progress()):
         if not path:
             raise gr.Error("Choose a .safetensors file first.")
+        owner = services.owner(request)
         try:
-            lora, job = lora_client.upload(services.owner_id, Path(path).read_bytes(), Path(path).name, name_v, weight_v,
-                                           origin="game")
-        except (InvalidRequest, QueueUnavailable) as exc:
+            lora, job = lora_client.upload(owner, Path(path).read_bytes(), Path(path).name, name_v, weight_v, origin="game")
+        except REFUSALS as exc:
             raise gr.Error(str(exc)) from exc
-        job = wait_for_job(services, job, progress)
-        lora = lora_client.library.get(services.owner_id, lora.id)
+        job = wait_for_job(services, owner, job, progress)
+        lora = lora_client.library.get(owner, lora.id)
         if lora.state == LoraState.READY:
-            return _lora_table(services), f"**'{lora.name}' is ready:** {lora.state_note}"
+            return _lora_table(services, owner), f"**'{lora.name}' is ready:** {lora.state_note}"
         raise gr.Error(f"'{lora.name}' was not accepted: {lora.state_note or job.error}")
 
     upload_button.click(upload, [upload_file, upload_name, upload_weight], [table, status], api_visibility="private")
@@ -352,9 +366,9 @@ def build_game_tab(services: Services, senders: list[tuple[gr.Button, gr.State]]
     with gr.Tabs() as sections:
         with gr.Tab("Generate", id="game-generate-tab"):
             components, fill = build_generate_section(services, senders)
-        with gr.Tab("Train a style", id="game-train-tab"):
-            build_training_section(services)
-        with gr.Tab("My LoRAs", id="game-loras-tab"):
-            build_library_section(services)
+        with gr.Tab("Train a style", id="game-train-tab") as train_tab:
+            build_training_section(services, train_tab)
+        with gr.Tab("My LoRAs", id="game-loras-tab") as loras_tab:
+            build_library_section(services, loras_tab)
     targets["game"] = TemplateTarget("game", [sections, *components],
                                      lambda request: {sections: gr.Tabs(selected="game-generate-tab"), **fill(request)})

@@ -37,10 +37,10 @@ class Img2ImgTab:
     def source_outputs(self) -> list:
         return [self.source, self.source_view, self.source_info, self.picker.dropdown]
 
-    def show_asset(self, asset_id: str | None) -> list:
-        """Values for ``source_outputs`` and ``size``: one of the user's results as the source (or an error
+    def show_asset(self, owner: str, asset_id: str | None) -> list:
+        """Values for ``source_outputs`` and ``size``: one of the owner's results as the source (or an error
         the UI shows), the size set to its shape."""
-        asset = selected_asset(self.services, asset_id)
+        asset = selected_asset(self.services, owner, asset_id)
         return [{"asset_id": asset.id}, str(self.services.asset_path(asset)),
                 f"Source: your result `{asset.id}` ({asset.width}×{asset.height} px, seed {asset.params.get('seed')}).",
                 gr.update(value=None), *self.size_for(asset.width, asset.height)]
@@ -73,9 +73,11 @@ def wire_senders(tab: Img2ImgTab, tabs: gr.Tabs, senders: list[tuple[gr.Button, 
     """Each send button (a ``SEND_LABEL`` button beside a result gallery, with the state holding the gallery's
     selected asset id) puts that result into the tab as the source and opens the tab. Galleries are built
     before this tab, so their buttons wait in ``senders`` until it exists."""
+    def send(asset_id: str | None, request: gr.Request) -> list:
+        return [gr.Tabs(selected=tab.tab_id), *tab.show_asset(tab.services.owner(request), asset_id)]
+
     for button, selected in senders:
-        button.click(lambda asset_id: [gr.Tabs(selected=tab.tab_id), *tab.show_asset(asset_id)],
-                     selected, [tabs, *tab.source_outputs(), *tab.size], api_visibility="private")
+        button.click(send, selected, [tabs, *tab.source_outputs(), *tab.size], api_visibility="private")
 
 
 def build_img2img_tab(services: Services, tab_id: str, senders: list[tuple[gr.Button, gr.State]]) -> Img2ImgTab:
@@ -145,26 +147,32 @@ def build_img2img_tab(services: Services, tab_id: str, senders: list[tuple[gr.Bu
     form = [prompt, negative, style, strength, *keep_inputs, width, height, count, steps, guidance, seed]
     tab = Img2ImgTab(services, tab_id, source, source_view, source_info, picker, [width, height], form)
 
-    def use_material(material_id: str | None):
+    def source_material(owner: str, material_id: str | None) -> tuple:
+        """Values for ``material_outputs``: the owner's material as the source, the size set to its shape."""
         if not material_id:
             return None, None, "No source yet.", gr.update(), gr.update()
-        material = services.materials.get(services.owner_id, material_id)
+        material = services.materials.get(owner, material_id)
         if material is None:
             raise gr.Error("This material no longer exists.")
         w, h = tab.size_for(material.width, material.height)
         return ({"material_id": material.id}, str(services.files.path(material.file_hash, "png")),
                 f"Source: material **{material.name}** ({material.width}×{material.height} px).", w, h)
 
+    def use_material(material_id: str | None, request: gr.Request) -> tuple:
+        return source_material(services.owner(request), material_id)
+
     material_outputs = [source, source_view, source_info, width, height]
     picker.dropdown.input(use_material, picker.dropdown, material_outputs, api_visibility="private")
 
-    def add_upload(path: str | None):
-        material = upload_material(services, path, kind="reference")
-        return picker.choices(services, material.id), *use_material(material.id)
+    def add_upload(path: str | None, request: gr.Request):
+        owner = services.owner(request)
+        material = upload_material(services, owner, path, kind="reference")
+        return picker.choices(owner, material.id), *source_material(owner, material.id)
 
     upload.upload(add_upload, upload, [picker.dropdown, *material_outputs], api_visibility="private")
 
-    def run(source_v, prompt_v, negative_v, style_v, strength_v, *rest, progress=gr.Progress()):
+    # The request comes before the keeps' values: Gradio fills in positional parameters only.
+    def run(source_v, prompt_v, negative_v, style_v, strength_v, request: gr.Request, *rest, progress=gr.Progress()):
         keep_values, (width_v, height_v, count_v, steps_v, guidance_v, seed_v) = rest[:-6], rest[-6:]
         if not source_v:
             raise gr.Error("Choose a source picture first: pick a material, upload one, or send a result here.")
@@ -174,12 +182,13 @@ def build_img2img_tab(services: Services, tab_id: str, senders: list[tuple[gr.Bu
                    prompt=prompt_v, negative_prompt=negative_v, style=style_v, strength=strength_v, keeps=keeps,
                    width=width_v, height=height_v, count=count_v, steps=steps_v, guidance=guidance_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v)
-        job = yield from follow_job(services, "img2img", raw, "img2img", progress, "Image-to-image",
+        owner = services.owner(request)
+        job = yield from follow_job(services, owner, "img2img", raw, "img2img", progress, "Image-to-image",
                                     lambda job_id, text: (job_id, [], [], [], text))
         if job is None:
             return
         with services.db.session() as session:
-            assets = repo.job_assets(session, job.id, services.owner_id)
+            assets = repo.job_assets(session, job.id, owner)
         finals = [a for a in assets if a.stage == "final"]
         images = [(str(services.asset_path(a)), f"seed {a.params['seed']}") for a in finals]
         kept = [(str(services.asset_path(a)), options.stage_labels[a.stage]) for a in assets if a.stage != "final"]

@@ -12,8 +12,8 @@ from ui.services import Services
 SLOTS = 3
 
 
-def lora_choices(services: Services) -> list[tuple[str, str]]:
-    return [(lora.label, lora.id) for lora in services.loras.usable(services.owner_id)]
+def lora_choices(services: Services, owner: str) -> list[tuple[str, str]]:
+    return [(lora.label, lora.id) for lora in services.loras.usable(owner)]
 
 
 @dataclass
@@ -42,13 +42,13 @@ class LoraPicker:
 
 
 def build_lora_picker(services: Services, elem_id: str) -> LoraPicker:
-    """An accordion of LoRA slots whose choices refresh when it is opened or on ↻."""
-    choices = lora_choices(services)
+    """An accordion of LoRA slots, empty when built: the user's LoRAs fill them when the page loads, and
+    again when it is opened or on ↻."""
     with gr.Accordion("LoRAs (your trained and uploaded styles)", open=False) as accordion:
         dropdowns, weights = [], []
         for index in range(SLOTS):
             with gr.Row(equal_height=True):
-                dropdowns.append(gr.Dropdown(choices, value=None, label=f"LoRA {index + 1}", scale=4,
+                dropdowns.append(gr.Dropdown([], value=None, label=f"LoRA {index + 1}", scale=4,
                                              elem_id=f"{elem_id}-{index}"))
                 weights.append(gr.Slider(-2, 2, value=1.0, step=0.05, label="Weight", scale=3))
         with gr.Row():
@@ -56,11 +56,17 @@ def build_lora_picker(services: Services, elem_id: str) -> LoraPicker:
             gr.Markdown("Train a style or upload a .safetensors LoRA in the **Game assets** tab.")
     picker = LoraPicker(dropdowns, weights)
 
-    def refreshed(*current):
-        fresh = lora_choices(services)
+    def refreshed(request: gr.Request, *current):
+        fresh = lora_choices(services, services.owner(request))
         ids = {value for _, value in fresh}
         return [gr.update(choices=fresh, value=value if value in ids else None) for value in current]
 
+    def loaded(request: gr.Request):
+        fresh = lora_choices(services, services.owner(request))
+        return [gr.update(choices=fresh) for _ in dropdowns]
+
+    # No triggers and no inputs: when the page loads.
+    gr.on(None, loaded, None, dropdowns, api_visibility="private")
     refresh.click(refreshed, dropdowns, dropdowns, api_visibility="private")
     accordion.expand(refreshed, dropdowns, dropdowns, api_visibility="private")
     return picker

@@ -15,10 +15,11 @@ import pandas as pd
 from storage import repo
 from storage.avatars import AvatarError, AvatarView
 from storage.models import JobState
-from tasks.client import InvalidRequest, JobView, QueueUnavailable
+from storage.quota import LimitExceeded
+from tasks.client import InvalidRequest, JobView
 from tasks.identity_client import AVATAR_TRAINING_STEPS, Portrait
 from ui.img2img_tab import SEND_LABEL
-from ui.jobs import track_job, warn_if_no_worker
+from ui.jobs import REFUSALS, track_job, warn_if_no_worker
 from ui.services import Services, banner
 from ui.templates_tab import TemplateTarget
 
@@ -42,10 +43,10 @@ def _seed(value) -> int | None:
 
 
 def _submit(services: Services, call: Callable[[], JobView]) -> JobView:
-    """A job from one of the identity client's calls; a refused request shows its message."""
+    """A job from one of the identity client's calls; a refused request (over a limit too) shows its message."""
     try:
         job = call()
-    except (InvalidRequest, QueueUnavailable) as exc:
+    except REFUSALS as exc:
         raise gr.Error(str(exc)) from exc
     warn_if_no_worker(services)
     return job
@@ -60,36 +61,36 @@ def _ended(job: JobView, what: str) -> str | None:
     return None
 
 
-def _portrait_items(services: Services, portraits: list[Portrait]) -> list[tuple[str, str]]:
+def _portrait_items(services: Services, owner: str, portraits: list[Portrait]) -> list[tuple[str, str]]:
     items = []
     with services.db.session() as session:
         for portrait in portraits:
-            asset = repo.get_asset(session, portrait.asset_id, services.owner_id)
+            asset = repo.get_asset(session, portrait.asset_id, owner)
             if asset is not None:
                 items.append((str(services.asset_path(asset)), portrait.caption))
     return items
 
 
-def _follow(services: Services, job: JobView, progress: gr.Progress, what: str, queued: str) -> Iterator[tuple]:
-    """(job id, gallery, result ids, status) while an identity job waits, runs and ends: the gallery
+def _follow(services: Services, owner: str, job: JobView, progress: gr.Progress, what: str, queued: str) -> Iterator[tuple]:
+    """(job id, gallery, result ids, status) while the owner's identity job waits, runs and ends: the gallery
     empties, then fills with the job's pictures, most like the person first; a failure raises its message."""
     yield job.id, [], [], queued
-    for job in track_job(services, job, progress):
+    for job in track_job(services, owner, job, progress):
         if not job.finished:
             yield job.id, gr.update(), gr.update(), job.stage
     if (text := _ended(job, what)) is not None:
         yield None, [], [], text
         return
-    yield None, *_results(services, job)
+    yield None, *_results(services, owner, job)
 
 
-def _results(services: Services, job: JobView) -> tuple[list, list[str], str]:
+def _results(services: Services, owner: str, job: JobView) -> tuple[list, list[str], str]:
     """A finished identity job's gallery items (most like the person first), their ids and a summary."""
-    portraits = services.identity.portraits(services.owner_id, job.id)
+    portraits = services.identity.portraits(owner, job.id)
     found = sum(p.similarity is not None for p in portraits)
     note = "" if job.stage == "done" else f" Note: {job.stage}."
     text = f"Done: {len(portraits)} picture(s), a face found in {found}, most like the person first.{note}"
-    return _portrait_items(services, portraits), [p.asset_id for p in portraits], text
+    return _portrait_items(services, owner, portraits), [p.asset_id for p in portraits], text
 
 
 class FacePhotos:
@@ -98,7 +99,8 @@ class FacePhotos:
     def __init__(self, services: Services):
         self.services = services
 
-    def ids(self, paths, cache: dict, required: bool = True) -> list[str]:
+    def ids(self, owner: str, paths, cache: dict, required: bool = True) -> list[str]:
+        """The owner's material ids of the photos (uploaded now unless ``cache`` knows them)."""
         files = _files(paths)
         if not files:
             if required:
@@ -107,11 +109,11 @@ class FacePhotos:
         key = "|".join(hashlib.sha256(data).hexdigest() for _, data in files)
         known = cache.get(key)
         materials = self.services.materials
-        if known and all(materials.get(self.services.owner_id, m) is not None for m in known):
+        if known and all(materials.get(owner, m) is not None for m in known):
             return known
         try:
-            cache[key] = self.services.identity.upload_faces(self.services.owner_id, files)
-        except InvalidRequest as exc:
+            cache[key] = self.services.identity.upload_faces(owner, files)
+        except (InvalidRequest, LimitExceeded) as exc:
             raise gr.Error(str(exc)) from exc
         return cache[key]
 
@@ -244,7 +246,7 @@ def build_photomaker_section(services: Services, enabled: bool, senders: list[tu
     senders.append((send, selected))
 
     def run(paths, prompt_v, stylization_v, mix_paths, mix_v, count_v, best_of_v, scale_v, negative_v, seed_v, steps_v,
-            guidance_v, cache_v, *edit_values, progress=gr.Progress()):
+            guidance_v, cache_v, request: gr.Request, *edit_values, progress=gr.Progress()):
         raw = dict(prompt=prompt_v, stylization=stylization_v, mix=mix_v, edits=_edits(catalogue, edit_values),
                    count=count_v, best_of=best_of_v, scale=scale_v, negative_prompt=negative_v, seed=_seed(seed_v),
                    steps=steps_v, guidance=guidance_v)
@@ -253,10 +255,11 @@ def build_photomaker_section(services: Services, enabled: bool, senders: list[tu
             services.client.validate("identity", dict(raw, photos=["upload"] * max(1, len(paths or []))))
         except InvalidRequest as exc:
             raise gr.Error(str(exc)) from exc
-        raw.update(photos=faces.ids(paths, cache_v), mix_photos=faces.ids(mix_paths, cache_v, required=False))
-        job = _submit(services, lambda: identity.portrait(services.owner_id, raw, origin="photo"))
+        owner = services.owner(request)
+        raw.update(photos=faces.ids(owner, paths, cache_v), mix_photos=faces.ids(owner, mix_paths, cache_v, required=False))
+        job = _submit(services, lambda: identity.portrait(owner, raw, origin="photo"))
         queued = f"Queued (seed {job.params['items'][0]['generation']['seed']}) · job `{job.id}`"
-        for running, items, ids, text in _follow(services, job, progress, "PhotoMaker", queued):
+        for running, items, ids, text in _follow(services, owner, job, progress, "PhotoMaker", queued):
             yield running, items, ids, None, text, cache_v, gr.update(interactive=False)
 
     form = [files, prompt, stylization, mix_files, mix, count, best_of, scale, negative, seed, steps, guidance, cache,
@@ -274,24 +277,25 @@ def build_photomaker_section(services: Services, enabled: bool, senders: list[tu
 
     gallery.select(select, result_ids, [selected, selected_info, edit_button], api_visibility="private")
 
-    def edit(asset_id, *values, progress=gr.Progress()):
+    def edit(asset_id, request: gr.Request, *values, progress=gr.Progress()):
         if not asset_id:
             raise gr.Error("Select a picture in the gallery first.")
         edits = _edits(catalogue, values)
         if not edits:
             raise gr.Error("Choose at least one attribute to change (the others stay as they are).")
-        job = _submit(services, lambda: identity.edit(services.owner_id, asset_id, edits, origin="photo"))
+        owner = services.owner(request)
+        job = _submit(services, lambda: identity.edit(owner, asset_id, edits, origin="photo"))
         yield job.id, gr.update(), f"Redrawing with {', '.join(edits.values())} · job `{job.id}`"
-        for job in track_job(services, job, progress):
+        for job in track_job(services, owner, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), job.stage
         if (text := _ended(job, "The edit")) is not None:
             yield None, gr.update(), text
             return
-        portraits = identity.portraits(services.owner_id, job.id)
+        portraits = identity.portraits(owner, job.id)
         with services.db.session() as session:
-            before = repo.get_asset(session, asset_id, services.owner_id)
-        after = _portrait_items(services, portraits[:1])
+            before = repo.get_asset(session, asset_id, owner)
+        after = _portrait_items(services, owner, portraits[:1])
         if before is None or not after:
             raise gr.Error("The edited picture (or the one it changes) is gone.")
         yield None, (str(services.asset_path(before)), after[0][0]), f"Edited: {after[0][1]}"
@@ -365,16 +369,18 @@ def build_avatar_section(services: Services, enabled: bool) -> None:
 
     previews.select(pick, [shown, *styles.inputs], styles.inputs, api_visibility="private")
 
-    def run(paths, subject_v, best_of_v, scale_v, seed_v, steps_v, cache_v, *groups, progress=gr.Progress()):
+    def run(paths, subject_v, best_of_v, scale_v, seed_v, steps_v, cache_v, request: gr.Request, *groups,
+            progress=gr.Progress()):
         chosen = styles.chosen(groups)
         if not chosen:
             raise gr.Error("Pick at least one style (or Select all).")
-        photos = faces.ids(paths, cache_v)
+        owner = services.owner(request)
+        photos = faces.ids(owner, paths, cache_v)
         raw = dict(subject=subject_v, photos=photos, styles=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v),
                    steps=steps_v)
-        job = _submit(services, lambda: identity.avatar_batch(services.owner_id, raw, origin="photo"))
+        job = _submit(services, lambda: identity.avatar_batch(owner, raw, origin="photo"))
         queued = f"Queued: {len(job.params['items'])} style(s) · job `{job.id}`"
-        for running, items, _, text in _follow(services, job, progress, "The avatars", queued):
+        for running, items, _, text in _follow(services, owner, job, progress, "The avatars", queued):
             yield running, items, text, cache_v
 
     run_button.click(run, [files, subject, best_of, scale, seed, steps, cache, *styles.inputs],
@@ -401,8 +407,8 @@ def _photo_table(avatar: AvatarView | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PHOTO_COLUMNS)
 
 
-def _avatar_choices(services: Services) -> list[tuple[str, str]]:
-    return [(f"{a.name} · {a.state}", a.id) for a in services.identity.avatars.list(services.owner_id)]
+def _avatar_choices(services: Services, owner: str) -> list[tuple[str, str]]:
+    return [(f"{a.name} · {a.state}", a.id) for a in services.identity.avatars.list(owner)]
 
 
 def _avatar_summary(avatar: AvatarView | None) -> str:
@@ -419,19 +425,19 @@ def _avatar_summary(avatar: AvatarView | None) -> str:
 
 
 class AvatarViews:
-    """The chosen avatar's summary, photo table and face crops; the avatar dropdown's choices."""
+    """One user's chosen avatar's summary, photo table and face crops; the avatar dropdown's choices."""
 
-    def __init__(self, services: Services):
-        self.services = services
+    def __init__(self, services: Services, owner: str):
+        self.services, self.owner = services, owner
 
     def get(self, avatar_id: str | None) -> AvatarView | None:
-        return self.services.identity.avatars.get(self.services.owner_id, avatar_id) if avatar_id else None
+        return self.services.identity.avatars.get(self.owner, avatar_id) if avatar_id else None
 
     def crops(self, avatar: AvatarView | None) -> list[tuple[str, str]]:
         items = []
         for photo in (avatar.usable if avatar else []):
             try:
-                path = self.services.identity.avatars.photo(self.services.owner_id, avatar.id, photo.id, crop=True)
+                path = self.services.identity.avatars.photo(self.owner, avatar.id, photo.id, crop=True)
             except LookupError:
                 continue
             items.append((str(path), photo.name))
@@ -443,7 +449,7 @@ class AvatarViews:
         return _avatar_summary(avatar), _photo_table(avatar), self.crops(avatar)
 
     def dropdown(self, value: str | None) -> dict:
-        choices = _avatar_choices(self.services)
+        choices = _avatar_choices(self.services, self.owner)
         return gr.update(choices=choices, value=value if value in {v for _, v in choices} else None)
 
 
@@ -451,7 +457,6 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     identity = services.identity
     catalogue = identity.catalogue
     low, high = identity.photo_limits
-    views = AvatarViews(services)
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown(f"### 1 · Create a digital avatar\nUpload **{low}–{high} photos** of one person: the face clearly "
@@ -470,7 +475,7 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
         with gr.Column(scale=4):
             gr.Markdown("### 2 · Your avatars: check, train, delete")
             with gr.Row(equal_height=True):
-                avatar = gr.Dropdown(_avatar_choices(services), value=None, label="Avatar", scale=4,
+                avatar = gr.Dropdown([], value=None, label="Avatar", scale=4,
                                      elem_id="studio-avatar")
                 refresh = gr.Button("↻", scale=0, min_width=40, elem_id="studio-avatar-refresh")
             summary = gr.Markdown("No avatar chosen.", elem_id="studio-avatar-state")
@@ -507,6 +512,9 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     train_job, render_job = gr.State(None), gr.State(None)
     details = [summary, photos, crops]
 
+    def views_for(request: gr.Request) -> AvatarViews:
+        return AvatarViews(services, services.owner(request))
+
     def check(paths):
         if not paths:
             raise gr.Error(f"Upload {low} to {high} photos of the person first.")
@@ -517,18 +525,19 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
 
     check_button.click(check, files, [verdicts, status], api_visibility="private")
 
-    def create(name_v, subject_v, paths, progress=gr.Progress()):
+    def create(name_v, subject_v, paths, request: gr.Request, progress=gr.Progress()):
         if not paths:
             raise gr.Error(f"Upload {low} to {high} photos of the person first.")
+        views = views_for(request)
         try:
-            made, job, found = identity.create_avatar(services.owner_id, name_v, subject_v, _files(paths), origin="photo")
-        except (InvalidRequest, QueueUnavailable) as exc:
+            made, job, found = identity.create_avatar(views.owner, name_v, subject_v, _files(paths), origin="photo")
+        except REFUSALS as exc:
             raise gr.Error(str(exc)) from exc
         warn_if_no_worker(services, "face check")
         table = _verdict_table(found)
         yield (table, f"Avatar '{made.name}' created: checking its faces · job `{job.id}`", views.dropdown(made.id),
                *views.details(made.id))
-        for job in track_job(services, job, progress):
+        for job in track_job(services, views.owner, job, progress):
             if not job.finished:
                 yield table, f"Checking the faces: {job.stage}", gr.update(), gr.update(), gr.update(), gr.update()
         if job.state != JobState.SUCCEEDED:
@@ -546,19 +555,30 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     create_button.click(create, [name, subject, files], [verdicts, status, avatar, *details], api_visibility="private",
                         concurrency_limit=None, show_progress_on=status)
 
-    avatar.input(views.details, avatar, details, api_visibility="private")
-    # Avatars made or changed in another browser show up when the list is opened or on ↻.
-    avatar.focus(views.dropdown, avatar, avatar, api_visibility="private")
-    tab.select(views.dropdown, avatar, avatar, api_visibility="private")
-    refresh.click(lambda a: (views.dropdown(a), *views.details(a)), avatar, [avatar, *details], api_visibility="private",
-                  show_progress_on=summary)
+    def show_details(avatar_id: str | None, request: gr.Request) -> tuple:
+        return views_for(request).details(avatar_id)
 
-    def recheck(avatar_id, progress=gr.Progress()):
+    def choices(avatar_id: str | None, request: gr.Request) -> dict:
+        return views_for(request).dropdown(avatar_id)
+
+    def reload(avatar_id: str | None, request: gr.Request) -> tuple:
+        views = views_for(request)
+        return views.dropdown(avatar_id), *views.details(avatar_id)
+
+    avatar.input(show_details, avatar, details, api_visibility="private")
+    # The user's avatars fill the list when the section is opened, when the list is (avatars made or changed in
+    # another browser show up), and on ↻.
+    avatar.focus(choices, avatar, avatar, api_visibility="private")
+    tab.select(choices, avatar, avatar, api_visibility="private")
+    refresh.click(reload, avatar, [avatar, *details], api_visibility="private", show_progress_on=summary)
+
+    def recheck(avatar_id, request: gr.Request, progress=gr.Progress()):
         if not avatar_id:
             raise gr.Error("Choose an avatar first (or create one above).")
-        job = _submit(services, lambda: identity.check_again(services.owner_id, avatar_id, origin="photo"))
+        views = views_for(request)
+        job = _submit(services, lambda: identity.check_again(views.owner, avatar_id, origin="photo"))
         yield views.dropdown(avatar_id), *views.details(avatar_id), f"Checking the photos again · job `{job.id}`"
-        for job in track_job(services, job, progress):
+        for job in track_job(services, views.owner, job, progress):
             if not job.finished:
                 yield gr.update(), gr.update(), gr.update(), gr.update(), job.stage
         text = f"Checked: {job.stage}." if job.state == JobState.SUCCEEDED else f"**The check ended {job.state}:** {job.error or ''}"
@@ -567,12 +587,13 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     recheck_button.click(recheck, avatar, [avatar, *details, manage_status], api_visibility="private",
                          concurrency_limit=None, show_progress_on=manage_status)
 
-    def train(avatar_id, steps_v, progress=gr.Progress()):
+    def train(avatar_id, steps_v, request: gr.Request, progress=gr.Progress()):
         if not avatar_id:
             raise gr.Error("Choose an avatar first (or create one above).")
-        job = _submit(services, lambda: identity.train_avatar(services.owner_id, avatar_id, {"steps": steps_v}, origin="photo"))
+        views = views_for(request)
+        job = _submit(services, lambda: identity.train_avatar(views.owner, avatar_id, {"steps": steps_v}, origin="photo"))
         yield job.id, views.dropdown(avatar_id), _avatar_summary(views.get(avatar_id)), f"Training queued · job `{job.id}`"
-        for job in track_job(services, job, progress):
+        for job in track_job(services, views.owner, job, progress):
             if not job.finished:
                 yield job.id, gr.update(), gr.update(), f"Training: {job.stage} · job `{job.id}`"
         trained = views.get(avatar_id)
@@ -590,14 +611,15 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
                        concurrency_limit=None, show_progress_on=train_status)
     train_cancel.click(services.cancel, train_job, train_status, api_visibility="private")
 
-    def delete(avatar_id, confirmed):
+    def delete(avatar_id, confirmed, request: gr.Request):
         if not avatar_id:
             raise gr.Error("Choose the avatar to delete first.")
         if not confirmed:
             raise gr.Error(f"Tick “{CONFIRM_DELETE}” first.")
+        views = views_for(request)
         gone = views.get(avatar_id)
         try:
-            identity.avatars.delete(services.owner_id, avatar_id)
+            identity.avatars.delete(views.owner, avatar_id)
         except (AvatarError, LookupError) as exc:
             raise gr.Error(str(exc)) from exc
         text = f"Deleted '{gone.name if gone else avatar_id}' with its photos, face crops and trained model."
@@ -606,16 +628,17 @@ def build_studio_section(services: Services, enabled: bool, tab: gr.Tab) -> None
     delete_button.click(delete, [avatar, confirm], [avatar, *details, confirm, manage_status], api_visibility="private",
                         show_progress_on=manage_status)
 
-    def render(avatar_id, best_of_v, scale_v, seed_v, steps_v, *groups, progress=gr.Progress()):
+    def render(avatar_id, best_of_v, scale_v, seed_v, steps_v, request: gr.Request, *groups, progress=gr.Progress()):
         if not avatar_id:
             raise gr.Error("Choose a trained avatar first.")
         chosen = templates.chosen(groups)
         if not chosen:
             raise gr.Error("Pick at least one photo template (or Select all).")
+        owner = services.owner(request)
         raw = dict(templates=chosen, best_of=best_of_v, scale=scale_v, seed=_seed(seed_v), steps=steps_v)
-        job = _submit(services, lambda: identity.render_templates(services.owner_id, avatar_id, raw, origin="photo"))
+        job = _submit(services, lambda: identity.render_templates(owner, avatar_id, raw, origin="photo"))
         queued = f"Queued: {len(job.params['items'])} template(s) · job `{job.id}`"
-        for running, items, _, text in _follow(services, job, progress, "Rendering", queued):
+        for running, items, _, text in _follow(services, owner, job, progress, "Rendering", queued):
             yield running, items, text
 
     render_button.click(render, [avatar, best_of, scale, seed, steps, *templates.inputs], [render_job, gallery, render_status],

@@ -7,10 +7,11 @@ import gradio as gr
 
 from storage import repo
 from storage.models import JobState
-from tasks.client import InvalidRequest, JobView, QueueUnavailable
+from storage.quota import LimitExceeded
+from tasks.client import InvalidRequest, JobView
 from tasks.product_client import BRUSH_COLORS
 from ui.img2img_tab import SEND_LABEL
-from ui.jobs import wait_for_job, warn_if_no_worker
+from ui.jobs import REFUSALS, wait_for_job, warn_if_no_worker
 from ui.materials_tab import MaterialPicker, build_material_picker, upload_material
 from ui.services import Services, banner
 from ui.templates_tab import TemplateTarget
@@ -96,61 +97,79 @@ def build_product_tab(services: Services, tab: gr.Tab, senders: list[tuple[gr.Bu
     selected = gr.State(None)
     senders.append((send, selected))
 
-    def show(material_id: str | None):
-        if not material_id:
-            return None, None, ""
-        try:
-            preview = services.products.preview(services.owner_id, material_id)
-        except InvalidRequest as exc:
-            raise gr.Error(str(exc)) from exc
-        return {"background": preview.overlay, "layers": [], "composite": preview.overlay}, preview.cutout, preview.status
-
     preview_outputs = [editor, cutout_view, mask_status]
-    picker.dropdown.change(show, picker.dropdown, preview_outputs, api_visibility="private")
-    # The library may have changed in another tab or browser since the page was built.
-    tab.select(lambda current: picker.choices(services, current), picker.dropdown, picker.dropdown,
-               api_visibility="private")
+    # The mask editor is among ``preview_outputs``: a refusal there is a notice, not an error, because an error
+    # would mark the editor as failed, and the next strokes would not reach the server either.
+    unchanged = [gr.update() for _ in preview_outputs]
 
-    def add_upload(path):
-        material = upload_material(services, path)
-        return None, picker.choices(services, material.id)
+    def preview(owner: str, material_id: str | None) -> list:
+        """Values for ``preview_outputs``: the owner's product photo with its mask over it, and its cut-out."""
+        if not material_id:
+            return [None, None, ""]
+        try:
+            preview = services.products.preview(owner, material_id)
+        except InvalidRequest as exc:
+            gr.Warning(str(exc))
+            return unchanged
+        return [{"background": preview.overlay, "layers": [], "composite": preview.overlay}, preview.cutout, preview.status]
+
+    def show(material_id: str | None, request: gr.Request):
+        return preview(services.owner(request), material_id)
+
+    picker.dropdown.change(show, picker.dropdown, preview_outputs, api_visibility="private")
+    # The library may have changed in another tab or browser since the page was loaded.
+    tab.select(picker.reload, picker.dropdown, picker.dropdown, api_visibility="private")
+
+    def add_upload(path, request: gr.Request):
+        owner = services.owner(request)
+        material = upload_material(services, owner, path)
+        return None, picker.choices(owner, material.id)
 
     upload.upload(add_upload, upload, [upload, picker.dropdown], api_name="product_upload")
 
-    def follow(job: JobView, progress: gr.Progress) -> JobView:
+    def follow(owner: str, job: JobView, progress: gr.Progress) -> JobView:
         warn_if_no_worker(services)
-        return wait_for_job(services, job, progress)
+        return wait_for_job(services, owner, job, progress)
 
-    def submit(kind: str, raw: dict) -> JobView:
+    def submit(owner: str, kind: str, raw: dict) -> JobView:
         try:
-            return services.client.submit(services.owner_id, kind, raw, origin="product")
-        except (InvalidRequest, QueueUnavailable) as exc:
+            return services.client.submit(owner, kind, raw, origin="product")
+        except REFUSALS as exc:
             raise gr.Error(str(exc)) from exc
 
-    def cut(material_id: str | None, progress=gr.Progress()):
+    def cut(material_id: str | None, request: gr.Request, progress=gr.Progress()):
         if not material_id:
-            raise gr.Error("Pick a product photo first.")
-        job = follow(submit("cutout", {"material_id": material_id}), progress)
+            gr.Warning("Pick a product photo first.")
+            return unchanged
+        owner = services.owner(request)
+        try:
+            job = services.client.submit(owner, "cutout", {"material_id": material_id}, origin="product")
+        except REFUSALS as exc:
+            gr.Warning(str(exc))
+            return unchanged
+        job = follow(owner, job, progress)
         if job.state == JobState.FAILED:
-            raise gr.Error(job.error)
-        return show(material_id)
+            gr.Warning(f"The cut-out failed: {job.error}")
+            return unchanged
+        return preview(owner, material_id)
 
     cut_button.click(cut, picker.dropdown, preview_outputs, api_name="product_cutout")
 
-    def save_mask(material_id: str | None, value: dict | None):
+    def save_mask(material_id: str | None, value: dict | None, request: gr.Request):
         if not material_id:
-            raise gr.Error("Pick a product photo first.")
+            gr.Warning("Pick a product photo first.")
+            return unchanged
         strokes = (value or {}).get("layers") or []
         if not strokes or strokes[0].getchannel("A").getbbox() is None:
-            # A notice, not an error: an error would mark the editor as failed, and the next strokes would not
-            # reach the server either.
             gr.Warning("Paint on the photo first: green adds to the product, red erases.")
-            return [gr.update()] * len(preview_outputs)
+            return unchanged
+        owner = services.owner(request)
         try:
-            services.products.correct_mask(services.owner_id, material_id, strokes[0])
-        except InvalidRequest as exc:
-            raise gr.Error(str(exc)) from exc
-        return show(material_id)
+            services.products.correct_mask(owner, material_id, strokes[0])
+        except (InvalidRequest, LimitExceeded) as exc:
+            gr.Warning(str(exc))
+            return unchanged
+        return preview(owner, material_id)
 
     save_mask_button.click(save_mask, [picker.dropdown, editor], preview_outputs, api_visibility="private")
 
@@ -158,34 +177,35 @@ def build_product_tab(services: Services, tab: gr.Tab, senders: list[tuple[gr.Bu
     scene_placement.change(lambda own: [gr.Slider(interactive=not own)] * 3, scene_placement, [scale, x, ground],
                            api_visibility="private")
 
-    def pictures(job: JobView) -> tuple[list, list[str]]:
+    def pictures(owner: str, job: JobView) -> tuple[list, list[str]]:
         with services.db.session() as session:
-            finals = [a for a in repo.job_assets(session, job.id, services.owner_id) if a.stage == "final"]
+            finals = [a for a in repo.job_assets(session, job.id, owner) if a.stage == "final"]
         items = [(str(services.asset_path(a)), f"{a.params['scene']['label']} · seed {a.params['seed']}") for a in finals]
         return items, [a.id for a in finals]
 
-    def finish(job: JobView, progress: gr.Progress):
-        """Follow the job to its end and show its pictures; a failure stays in the status line too."""
-        job = follow(job, progress)
+    def finish(owner: str, job: JobView, progress: gr.Progress):
+        """Follow the owner's job to its end and show its pictures; a failure stays in the status line too."""
+        job = follow(owner, job, progress)
         if job.state == JobState.CANCELLED:
             yield None, [], [], "Cancelled."
             return
         if job.state == JobState.FAILED:
             yield None, [], [], f"**Failed:** {job.error}"
             raise gr.Error(f"Product synthesis failed: {job.error}")
-        items, ids = pictures(job)
+        items, ids = pictures(owner, job)
         yield None, items, ids, f"Done: {len(ids)} picture(s), {job.params['width']}×{job.params['height']} px."
 
     def run(material_id, scenes_v, scene_prompt_v, canvas_v, width_v, height_v, own_placement, scale_v, x_v, ground_v,
-            variants_v, seed_v, steps_v, guidance_v, shadow_v, controlnet_v, progress=gr.Progress()):
+            variants_v, seed_v, steps_v, guidance_v, shadow_v, controlnet_v, request: gr.Request, progress=gr.Progress()):
         raw = dict(material_id=material_id, scenes=scenes_v or [], scene_prompt=scene_prompt_v, canvas_format=canvas_v,
                    width=width_v, height=height_v, variants=variants_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, steps=steps_v, guidance=guidance_v,
                    shadow=shadow_v, controlnet=controlnet_v,
                    placement=None if own_placement else {"scale": scale_v, "x": x_v, "ground": ground_v})
-        job = submit("product", raw)
+        owner = services.owner(request)
+        job = submit(owner, "product", raw)
         yield job.id, [], [], f"Queued: {len(job.params['outputs'])} picture(s), seed {job.params['seed']} · job `{job.id}`"
-        yield from finish(job, progress)
+        yield from finish(owner, job, progress)
 
     form = [picker.dropdown, scenes, scene_prompt, canvas, width, height, scene_placement, scale, x, ground, variants,
             seed, steps, guidance, shadow, controlnet]
@@ -201,27 +221,28 @@ def build_product_tab(services: Services, tab: gr.Tab, senders: list[tuple[gr.Bu
     run_button.click(run, form, results, api_name="product_generate", concurrency_limit=None)
     cancel_button.click(services.cancel, job_id, status, api_visibility="private")
 
-    def select(ids: list[str], evt: gr.SelectData):
+    def select(ids: list[str], evt: gr.SelectData, request: gr.Request):
         asset_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
         if asset_id is None:
             return None, [], ""
         with services.db.session() as session:
-            children = {a.stage: a for a in repo.child_assets(session, asset_id, services.owner_id)}
+            children = {a.stage: a for a in repo.child_assets(session, asset_id, services.owner(request))}
         layers = [(str(services.asset_path(children[s])), s) for s in LAYER_STAGES if s in children]
         links = [f"[{label}](/api/v1/assets/{children[s].id}/file)" for s, label in EXPORT_LINKS.items() if s in children]
         return asset_id, layers, "Download: " + " · ".join(links)
 
     gallery.select(select, picture_ids, [selected, layers_view, downloads], api_visibility="private")
 
-    def rerun(asset_id: str | None, format_v: str, progress=gr.Progress()):
+    def rerun(asset_id: str | None, format_v: str, request: gr.Request, progress=gr.Progress()):
         if not asset_id:
             raise gr.Error("Select a picture first.")
+        owner = services.owner(request)
         try:
-            job = services.products.rerun(services.owner_id, asset_id, format_v, origin="product")
-        except (InvalidRequest, QueueUnavailable) as exc:
+            job = services.products.rerun(owner, asset_id, format_v, origin="product")
+        except REFUSALS as exc:
             raise gr.Error(str(exc)) from exc
         yield job.id, [], [], f"Re-running in {format_v} · job `{job.id}`"
-        yield from finish(job, progress)
+        yield from finish(owner, job, progress)
 
     rerun_button.click(rerun, [selected, rerun_format], results, api_name="product_rerun", concurrency_limit=None)
     return picker

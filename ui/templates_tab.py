@@ -77,11 +77,12 @@ def details(card: TemplateCard) -> str:
             f"**Prompt:** `{t.prompt}`")
 
 
-def open_template(services: Services, tabs: gr.Tabs, targets: dict[str, TemplateTarget], key: str | None,
+def open_template(services: Services, owner: str, tabs: gr.Tabs, targets: dict[str, TemplateTarget], key: str | None,
                   values: list[str]) -> tuple[TemplateCard, dict]:
-    """The template, and {component: value} that opens its tab with the form filled from the template and
-    the blanks' ``values`` (in the template's field order); an unfilled blank is an error the UI shows."""
-    card = services.templates.get(services.owner_id, key) if key else None
+    """The template (one the owner may see), and {component: value} that opens its tab with the form filled
+    from the template and the blanks' ``values`` (in the template's field order); an unfilled blank is an
+    error the UI shows."""
+    card = services.templates.get(owner, key) if key else None
     if card is None:
         raise gr.Error("Select a template first.")
     try:
@@ -99,8 +100,8 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
                 "Save your own results as templates in **My assets**.")
     with gr.Row():
         search = gr.Textbox(label="Search", placeholder="festival, 海报, coffee…", scale=3, elem_id="templates-search")
-        tag_filter = gr.Dropdown(templates.tags(services.owner_id), value=[], multiselect=True, label="Tags", scale=3,
-                                 elem_id="templates-tags")
+        # The tags of the templates the user sees come with the listing when the square is opened.
+        tag_filter = gr.Dropdown([], value=[], multiselect=True, label="Tags", scale=3, elem_id="templates-tags")
         source = gr.Radio([(SOURCE_LABELS[s], s) for s in SOURCES], value="all", label="Show", scale=3)
     summary = gr.Markdown(elem_id="templates-summary")
     with gr.Row():
@@ -117,13 +118,17 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
     shown = gr.State([])
     selected = gr.State(None)
 
-    def listing(search_v: str, tags_v: list[str], source_v: str):
-        cards = templates.list(services.owner_id, search_v or "", tags_v or [], source_v)
+    def cards_of(owner: str, search_v: str, tags_v: list[str], source_v: str) -> tuple:
+        """Values for ``list_outputs``: the templates the owner sees that pass the filters, nothing selected."""
+        cards = templates.list(owner, search_v or "", tags_v or [], source_v)
         items = [(card_picture(services, card), caption(card)) for card in cards]
         text = f"{len(cards)} template(s)" if cards else "No template matches: clear the search or the tags."
         return (items, [c.key for c in cards], text, None, "Select a template.", *[gr.Textbox(visible=False, value="")] * MAX_FIELDS,
                 gr.Button(interactive=False), gr.Button(visible=False), gr.Button(visible=False),
-                gr.Dropdown(choices=templates.tags(services.owner_id)))
+                gr.Dropdown(choices=templates.tags(owner)))
+
+    def listing(search_v: str, tags_v: list[str], source_v: str, request: gr.Request):
+        return cards_of(services.owner(request), search_v, tags_v, source_v)
 
     filters = [search, tag_filter, source]
     list_outputs = [gallery, shown, summary, selected, info, *blanks, use_button, share_button, delete_button, tag_filter]
@@ -133,8 +138,9 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
     for control in (tag_filter, source):
         control.input(listing, filters, list_outputs, api_visibility="private", trigger_mode="always_last")
 
-    def open_card(key: str | None):
-        card = templates.get(services.owner_id, key) if key else None
+    def open_card(owner: str, key: str | None) -> tuple:
+        """Values for ``card_outputs``: the template the owner selected, its blanks and buttons."""
+        card = templates.get(owner, key) if key else None
         if card is None:
             raise gr.Error("This template no longer exists.")
         fields = list(card.template.fields)
@@ -148,40 +154,43 @@ def build_templates_tab(services: Services, tabs: gr.Tabs, targets: dict[str, Te
 
     card_outputs = [selected, info, *blanks, use_button, share_button, delete_button]
 
-    def select(keys: list[str], evt: gr.SelectData):
-        return open_card(keys[evt.index] if keys and evt.index is not None and evt.index < len(keys) else None)
+    def select(keys: list[str], evt: gr.SelectData, request: gr.Request):
+        key = keys[evt.index] if keys and evt.index is not None and evt.index < len(keys) else None
+        return open_card(services.owner(request), key)
 
     gallery.select(select, shown, card_outputs, api_visibility="private")
 
     all_components = [c for target in targets.values() for c in target.components]
 
-    def use(key: str | None, *values: str):
-        card, update = open_template(services, tabs, targets, key, list(values))
+    def use(key: str | None, request: gr.Request, *values: str):
+        card, update = open_template(services, services.owner(request), tabs, targets, key, list(values))
         gr.Info(f"“{card.template.title}” is set up in {TAB_LABELS[card.template.tab]}: check it and press Generate.")
         return update
 
     use_button.click(use, [selected, *blanks], [tabs, *all_components], api_visibility="private")
 
-    def toggle_share(key: str | None, *filter_values):
-        card = templates.get(services.owner_id, key) if key else None
+    def toggle_share(key: str | None, request: gr.Request, *filter_values):
+        owner = services.owner(request)
+        card = templates.get(owner, key) if key else None
         if card is None:
             raise gr.Error("Select one of your templates first.")
         try:
-            card = templates.set_shared(services.owner_id, key, not card.shared)
+            card = templates.set_shared(owner, key, not card.shared)
         except TemplateError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info("Shared with every user of the studio." if card.shared else "Now only you see it.")
-        return listing(*filter_values)[:3] + open_card(key)
+        return cards_of(owner, *filter_values)[:3] + open_card(owner, key)
 
     share_button.click(toggle_share, [selected, *filters], [gallery, shown, summary, *card_outputs], api_visibility="private")
 
-    def delete(key: str | None, *filter_values):
+    def delete(key: str | None, request: gr.Request, *filter_values):
+        owner = services.owner(request)
         try:
-            templates.delete(services.owner_id, key or "")
+            templates.delete(owner, key or "")
         except TemplateError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info("Template deleted.")
-        return listing(*filter_values)
+        return cards_of(owner, *filter_values)
 
     delete_button.click(delete, [selected, *filters], list_outputs, api_visibility="private")
 
@@ -197,11 +206,12 @@ def save_as_template_panel(services: Services, selected: gr.State) -> None:
         save_button = gr.Button("Save as template", elem_id="assets-template-save")
         status = gr.Markdown(elem_id="assets-template-status")
 
-    def save(asset_id: str | None, title_v: str, title_zh_v: str, tags_v: str, shared_v: bool):
+    def save(asset_id: str | None, title_v: str, title_zh_v: str, tags_v: str, shared_v: bool, request: gr.Request):
         if not asset_id:
             raise gr.Error("Select a result first.")
         try:
-            card = services.templates.save_from_asset(services.owner_id, asset_id, title_v, title_zh_v, shared_v, tags_v)
+            card = services.templates.save_from_asset(services.owner(request), asset_id, title_v, title_zh_v, shared_v,
+                                                      tags_v)
         except TemplateError as exc:
             raise gr.Error(str(exc)) from exc
         where = "every user sees it" if card.shared else "only you see it"

@@ -59,13 +59,13 @@ def accepts(component, value) -> bool:
 
 def test_every_template_opens_its_tab_filled(studio):
     services, tabs = studio
-    cards = services.templates.list(services.owner_id)
+    cards = services.templates.list(services.local_user_id)
     assert len(cards) >= 30
     opened = set()
     for card in cards:
         template = card.template
         examples = [field.example for field in template.fields]
-        _, update = open_template(services, tabs.tabs, tabs.targets, card.key, examples)
+        _, update = open_template(services, services.local_user_id, tabs.tabs, tabs.targets, card.key, examples)
         target = tabs.targets[template.tab]
         assert update[tabs.tabs].selected == target.tab_id, template.name
         filled = {component: value for component, value in update.items() if component is not tabs.tabs}
@@ -84,15 +84,15 @@ def test_every_template_opens_its_tab_filled(studio):
 
 def test_a_blank_left_empty_is_asked_for(studio):
     services, tabs = studio
-    card = next(c for c in services.templates.list(services.owner_id) if len(c.template.fields) >= 1)
+    card = next(c for c in services.templates.list(services.local_user_id) if len(c.template.fields) >= 1)
     with pytest.raises(gr.Error, match=f"Fill in: {card.template.fields[0].label}"):
-        open_template(services, tabs.tabs, tabs.targets, card.key, [""] * len(card.template.fields))
+        open_template(services, services.local_user_id, tabs.tabs, tabs.targets, card.key, [""] * len(card.template.fields))
 
 
 def test_an_image_to_image_template_ticks_its_keeps_at_their_weights(studio):
     services, tabs = studio
-    card = next(c for c in services.templates.list(services.owner_id) if c.template.settings.get("keeps"))
-    _, update = open_template(services, tabs.tabs, tabs.targets, card.key, [f.example for f in card.template.fields])
+    card = next(c for c in services.templates.list(services.local_user_id) if c.template.settings.get("keeps"))
+    _, update = open_template(services, services.local_user_id, tabs.tabs, tabs.targets, card.key, [f.example for f in card.template.fields])
     by_id = {getattr(c, "elem_id", None): v for c, v in update.items()}
     for keep in card.template.settings["keeps"]:
         assert by_id[f"img2img-keep-{keep['kind']}"] is True
@@ -104,7 +104,7 @@ def test_an_image_to_image_template_ticks_its_keeps_at_their_weights(studio):
 def test_rendered_previews_replace_the_title_cards(studio, cache):
     services, _ = studio
     tiny = services.options.profile
-    cards = {c.template.name: c for c in services.templates.list(services.owner_id)}
+    cards = {c.template.name: c for c in services.templates.list(services.local_user_id)}
     chosen = [next(c for c in cards.values() if c.template.tab == tab).template.name for tab in ("create", "product", "photomaker")]
     title_card = card_picture(services, cards[chosen[0]])
     assert "/cards/" in title_card and Image.open(title_card).size == (256, 256)

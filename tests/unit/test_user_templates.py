@@ -33,6 +33,7 @@ from tasks.template_client import (
     slug,
 )
 from ui.api import router
+from ui.auth import Authenticator
 from ui.services import Services
 
 STUDIO_TEMPLATES = {"templates": [
@@ -84,7 +85,7 @@ def result(studio, owner: str, kind: str, job_params: dict, params: dict, color:
     with studio["db"].session() as session:
         job = repo.create_job(session, owner, kind, job_params, "tiny", "api")
         repo.finish_job(session, job.id, state, "done" if state == JobState.SUCCEEDED else state)
-        return repo.store_asset(session, local_user_id=owner, job_id=job.id, kind="image", origin="api", stage=stage,
+        return repo.store_asset(session, owner_id=owner, job_id=job.id, kind="image", origin="api", stage=stage,
                                 output_index=0, file_hash=digest, mime="image/png", width=size[0], height=size[1],
                                 prompt=params.get("prompt", ""), params=params).id
 
@@ -306,6 +307,7 @@ def api(studio, studio_client):
         services.templates = studio["templates"]
         app = FastAPI()
         app.state.services = services
+        app.state.auth = Authenticator(services.users, "secret", required=False, local_user_id=owner)
         app.include_router(router)
         return TestClient(app)
     return client_for(studio["alice"]), client_for(studio["bob"])
