@@ -16,6 +16,7 @@ from storage.files import FileStore
 from storage.models import Job
 from tests.support import figure_drawing, wait_for
 from ui.api import router
+from ui.auth import Authenticator
 from ui.services import Services
 
 pytestmark = pytest.mark.integration
@@ -41,8 +42,10 @@ def api(shared_studio):
 
     def client_for(owner: str) -> TestClient:
         app = FastAPI()
-        app.state.services = Services(db=studio.db, files=FileStore(studio.settings.files), client=studio.client,
-                                      local_user_id=owner)
+        services = Services(db=studio.db, files=FileStore(studio.settings.files), client=studio.client,
+                            local_user_id=owner)
+        app.state.services = services
+        app.state.auth = Authenticator(services.users, "test-secret", required=False, local_user_id=owner)
         app.include_router(router)
         return TestClient(app)
 
