@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.params import ASPECT_RATIOS, MAX_COUNT, ParamError, number_field
+from engine.params import ASPECT_RATIOS, MAX_COUNT, ParamError, is_name, number_field
 from engine.profiles import Profile
 from engine.styles import Style
 
@@ -39,8 +39,11 @@ def resolve_chat_turn(raw: dict, profile: Profile, styles: dict[str, Style]) -> 
         raise ParamError("The message is empty: tell me what to draw, e.g. 'a cat on a beach at dusk' or '海边的猫，黄昏'.")
     if len(text) > MAX_MESSAGE_CHARS:
         raise ParamError(f"The message has {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.")
+    for key in ("conversation_id", "parent_turn_id"):
+        if raw.get(key) and not is_name(raw[key]):
+            raise ParamError(f"{key} must be the id of one of your conversations or turns, not {raw[key]!r}.")
     aspect = raw.get("aspect") or "1:1"
-    if aspect not in ASPECT_RATIOS:
+    if not is_name(aspect) or aspect not in ASPECT_RATIOS:
         raise ParamError(f"Unknown aspect ratio {aspect!r}. Choose one of {', '.join(ASPECT_RATIOS)}.")
     count = number_field(raw, "count", DEFAULT_CANDIDATES, "Candidate count", 1, MAX_COUNT)
     if tweak is not None:
@@ -54,18 +57,20 @@ def resolve_chat_turn(raw: dict, profile: Profile, styles: dict[str, Style]) -> 
 
 
 def _resolve_tweak(tweak: dict, styles: dict[str, Style]) -> dict:
+    if not isinstance(tweak, dict):
+        raise ParamError(f"A tweak is an object such as {{\"kind\": \"variations\", \"asset_id\": \"...\"}}, not {tweak!r}.")
     kind = tweak.get("kind")
-    if kind not in TWEAKS:
+    if not is_name(kind) or kind not in TWEAKS:
         raise ParamError(f"Unknown tweak {kind!r}. Known tweaks: {', '.join(TWEAKS)}.")
     if not tweak.get("asset_id"):
         raise ParamError(f"Pick the image to apply {TWEAKS[kind]} to.")
     resolved = {"kind": kind, "asset_id": str(tweak["asset_id"])}
     if kind == "style":
-        if tweak.get("style") not in styles:
+        if not is_name(tweak.get("style")) or tweak["style"] not in styles:
             raise ParamError(f"Unknown style {tweak.get('style')!r}. Known styles: {', '.join(sorted(styles))}.")
         resolved["style"] = tweak["style"]
     if kind == "aspect":
-        if tweak.get("aspect") not in ASPECT_RATIOS:
+        if not is_name(tweak.get("aspect")) or tweak["aspect"] not in ASPECT_RATIOS:
             raise ParamError(f"Unknown aspect ratio {tweak.get('aspect')!r}. Choose one of {', '.join(ASPECT_RATIOS)}.")
         resolved["aspect"] = tweak["aspect"]
     return resolved

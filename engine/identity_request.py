@@ -14,6 +14,7 @@ from engine.params import (
     MAX_PROMPT_CHARS,
     GenerationParams,
     ParamError,
+    is_name,
     number_field,
     pin_seed,
     resolve_generation,
@@ -139,9 +140,15 @@ def resolve_identity(raw: dict, profile: Profile, catalogue: PortraitCatalogue, 
     mix_photos = _photos(raw, "mix_photos", "Second person's photos", required=False)
     mix = number_field(raw, "mix", 0.0, "Mix", 0.0, 1.0, whole=False) if mix_photos else 0.0
     name = raw.get("stylization") or "none"
-    if name not in catalogue.stylizations:
+    if not is_name(name) or name not in catalogue.stylizations:
         raise ParamError(f"Unknown stylization {name!r}: choose one of {', '.join(catalogue.stylizations)}.")
-    edits = {k: v for k, v in (raw.get("edits") or {}).items() if v}
+    edit_of = raw.get("edit_of") or None
+    if edit_of is not None and not is_name(edit_of):
+        raise ParamError(f"edit_of must be the id of one of your PhotoMaker pictures, not {edit_of!r}.")
+    edits = raw.get("edits") or {}
+    if not isinstance(edits, dict) or not all(is_name(v) for v in edits.values() if v):
+        raise ParamError('Edits must be an object of attribute name to option name, e.g. {"hair_colour": "silver"}.')
+    edits = {k: v for k, v in edits.items() if v}
     try:
         edited = apply_edits(prompt, edits, catalogue.attributes)
     except ValueError as exc:
@@ -154,7 +161,7 @@ def resolve_identity(raw: dict, profile: Profile, catalogue: PortraitCatalogue, 
     # What the user wrote; the full prompts say what was drawn (an edit starts again from the user's own).
     item.generation.update(prompt=prompt, negative_prompt=str(raw.get("negative_prompt") or "").strip())
     return IdentityRequest(kind="identity", profile=profile.name, subject=prompt, items=[item], photos=photos,
-                           mix_photos=mix_photos, mix=mix, edits=edits, edit_of=raw.get("edit_of") or None, **_shared(raw))
+                           mix_photos=mix_photos, mix=mix, edits=edits, edit_of=edit_of, **_shared(raw))
 
 
 def _chosen(raw: dict, key: str, known: dict, what: str) -> list[str]:
@@ -163,7 +170,7 @@ def _chosen(raw: dict, key: str, known: dict, what: str) -> list[str]:
         chosen = list(known)
     if not isinstance(chosen, list) or not chosen:
         raise ParamError(f"Pick at least one {what} (or all of them).")
-    unknown = [c for c in chosen if c not in known]
+    unknown = [c for c in chosen if not is_name(c) or c not in known]
     if unknown:
         raise ParamError(f"Unknown {what} {', '.join(map(repr, unknown))}.")
     if len(chosen) > MAX_ITEMS:

@@ -47,6 +47,12 @@ class ParamError(ValueError):
     """A generation request a user must correct; the message says how."""
 
 
+def is_name(value) -> bool:
+    """Whether a request's value can name a catalogue entry (a style, sampler, stage...): only text can. A list
+    or an object sent where a name belongs is an unknown name, not a crash on ``value in catalogue``."""
+    return isinstance(value, str)
+
+
 @dataclass
 class GenerationParams:
     prompt: str
@@ -203,7 +209,7 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         raise ParamError(f"The negative prompt has {len(negative)} characters; the limit is {MAX_PROMPT_CHARS}.")
 
     style_name = raw.get("style") or "none"
-    if style_name not in styles:
+    if not is_name(style_name) or style_name not in styles:
         raise ParamError(f"Unknown style {style_name!r}. Known styles: {', '.join(sorted(styles))}.")
     style = styles[style_name]
     full_prompt, full_negative = style.apply(prompt, negative)
@@ -224,7 +230,7 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     steps = number_field(raw, "steps", suggested["steps"], "Steps", 1, MAX_STEPS)
     guidance = number_field(raw, "guidance", suggested["guidance"], "Guidance", 0, 30, whole=False)
     sampler = raw.get("sampler") or profile.sampler
-    if sampler not in SAMPLERS:
+    if not is_name(sampler) or sampler not in SAMPLERS:
         raise ParamError(f"Unknown sampler {sampler!r}. Known samplers: {', '.join(SAMPLERS)}.")
 
     seed = pin_seed(raw, rng)
@@ -232,7 +238,9 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     requested = raw.get("stages") or ["base"]
     if isinstance(requested, str):
         requested = [requested]
-    unknown = [s for s in requested if s not in profile.stages]
+    if not isinstance(requested, list):
+        raise ParamError(f"Stages must be a list of stage names, e.g. [\"base\"], not {requested!r}.")
+    unknown = [s for s in requested if not is_name(s) or s not in profile.stages]
     if unknown:
         available = ", ".join(f"{s} ({STAGE_LABELS[s]})" for s in profile.stages)
         raise ParamError(f"The {profile.name} profile has no stage {', '.join(map(str, unknown))}; it has {available}.")

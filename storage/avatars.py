@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from storage import repo
 from storage.db import Database
 from storage.files import FileStore
-from storage.loras import ImageVerdict, LoraView, check_training_images
+from storage.loras import ImageVerdict, LoraView, check_training_images, refused_summary
 from storage.models import Asset, Avatar, AvatarPhoto, Job, JobState, LoraState, PhotoVerdict, TrainedModel
 from storage.quota import Quota
 
@@ -141,7 +141,7 @@ class AvatarLibrary:
         if len(usable) < MIN_PHOTOS:
             refused = len(verdicts) - len(usable)
             raise AvatarError(f"{len(usable)} usable photo(s){f' ({refused} refused)' if refused else ''}: a digital avatar "
-                              f"needs at least {MIN_PHOTOS}. Add more photos of the person.")
+                              f"needs at least {MIN_PHOTOS}. Add more photos of the person.{refused_summary(verdicts)}")
         pngs = [v.upload.png_bytes() for v in usable]
         if self.quota is not None:
             self.quota.check(owner_id, sum(map(len, pngs)))

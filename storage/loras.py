@@ -8,6 +8,7 @@ here (unreadable, too small, duplicates) before a training job is made.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +29,9 @@ MAX_NAME_CHARS = 120
 MAX_CAPTION_CHARS = 300
 # Near-duplicates: difference hashes at most this many bits apart (of 64) are the same picture.
 DUPLICATE_BITS = 4
-SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "I64", "I32", "I16", "I8", "U8", "BOOL"}
+# Each type safetensors stores, with its size in bytes.
+SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
+                      "I8": 1, "U8": 1, "BOOL": 1}
 NOT_SAFETENSORS = ("Only .safetensors LoRA files are accepted: this file is {what}, which can run code when it is "
                    "loaded. Convert it to safetensors first (for example with the safetensors library's "
                    "'convert' script) and upload that.")
@@ -87,6 +90,19 @@ class ImageVerdict:
     def to_dict(self) -> dict:
         return {"name": self.name, "ok": self.ok, "reason": self.reason, "caption": self.caption,
                 "width": self.width, "height": self.height, "notes": list(self.notes)}
+
+
+def refused_summary(verdicts: list[ImageVerdict], limit: int = 3) -> str:
+    """Which uploads were refused and why, for the message that refuses a whole set: " Refused: a.png (why); ..."."""
+    refused = [v for v in verdicts if not v.ok]
+    if not refused:
+        return ""
+    shown = "; ".join(f"{_short(v.name)} ({v.reason.rstrip('.')})" for v in refused[:limit])
+    return f" Refused: {shown}{f'; and {len(refused) - limit} more' if len(refused) > limit else ''}."
+
+
+def _short(name: str, limit: int = 60) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _difference_hash(image: Image.Image) -> int:
@@ -160,12 +176,18 @@ def safetensors_keys(data: bytes) -> dict[str, dict]:
     header.pop("__metadata__", None)
     body = len(data) - 8 - header_size
     for name, info in header.items():
-        if not isinstance(info, dict) or info.get("dtype") not in SAFETENSORS_DTYPES:
+        if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in SAFETENSORS_DTYPES:
             raise LoraError(f"The tensor {name!r} has no valid type; the file is damaged.")
         offsets = info.get("data_offsets")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] <= body):
             raise LoraError(f"The tensor {name!r} points outside the file; the file is damaged or cut off.")
+        shape = info.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            raise LoraError(f"The tensor {name!r} has no valid shape; the file is damaged.")
+        if math.prod(shape) * SAFETENSORS_DTYPES[info["dtype"]] != offsets[1] - offsets[0]:
+            raise LoraError(f"The tensor {name!r} is declared {'×'.join(map(str, shape)) or 'a scalar'} "
+                            f"{info['dtype']} but holds {offsets[1] - offsets[0]} bytes; the file is damaged.")
     return header
 
 
@@ -201,7 +223,7 @@ class LoraLibrary:
         if len(usable) < min_images:
             refused = len(verdicts) - len(usable)
             raise LoraError(f"{len(usable)} usable image(s){f' ({refused} refused)' if refused else ''}: training needs "
-                            f"at least {min_images}. Add more pictures in the style.")
+                            f"at least {min_images}. Add more pictures in the style.{refused_summary(verdicts)}")
         if len(usable) > max_images:
             raise LoraError(f"{len(usable)} images were given; the limit is {max_images}. Keep the most typical ones.")
         pngs = [v.upload.png_bytes() for v in usable]

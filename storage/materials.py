@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from storage import repo
 from storage.db import Database
 from storage.files import FileStore
-from storage.images import UploadedImage, read_image_upload
+from storage.images import UploadedImage, clean_file_name, read_image_upload
 from storage.models import Material, utcnow
 from storage.quota import Quota
 
@@ -100,7 +100,8 @@ class MaterialLibrary:
                tags=None) -> MaterialView:
         """Check and normalise the image (raises ImageUploadError), store it as PNG, then add its row."""
         kind, tags = _kind(kind), clean_tags(tags)
-        stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] if filename else ""
+        # A name taken from the file's (its last part, no extension) is shortened rather than refused.
+        stem = clean_file_name(filename).rsplit(".", 1)[0].strip()[:MAX_NAME_CHARS]
         name = _name(name, stem or "Untitled")
         if self.quota is not None:
             self.quota.check_upload(owner_id, len(data))

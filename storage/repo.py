@@ -185,7 +185,9 @@ def list_assets(session: Session, owner_id: str, flt: AssetFilter) -> list[Asset
         query = query.where(Asset.created_at >= flt.since)
     if flt.search:
         for word in flt.search.split():
-            query = query.where(Asset.prompt.ilike(f"%{word}%"))
+            # The word as typed: % and _ in it are no wildcards (a search for "50%" finds "50%", not "500").
+            literal = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(Asset.prompt.ilike(f"%{literal}%", escape="\\"))
     query = query.order_by(Asset.created_at.desc(), Asset.output_index).limit(flt.limit).offset(flt.offset)
     return list(session.scalars(query))
 

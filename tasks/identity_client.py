@@ -118,6 +118,7 @@ class IdentityClient:
         if message := self.unavailable:
             raise InvalidRequest(message)
         verdicts = self.check_photos(files)
+        self.client.check_limits(owner_id, {})  # over a limit: refused before the photos are stored
         try:
             avatar = self.avatars.create(owner_id, name, subject, self.client.profile.name, verdicts)
         except AvatarError as exc:

@@ -78,6 +78,7 @@ class LoraClient:
         except ParamError as exc:
             raise InvalidRequest(str(exc)) from exc
         verdicts = self.check_images(files, captions)
+        self.client.check_limits(owner_id, {})  # over a limit: refused before anything is stored
         try:
             lora = self.library.create_for_training(owner_id, name, trigger, profile.name, profile.roles["base"].model,
                                                     verdicts, MIN_IMAGES, MAX_IMAGES)
@@ -96,6 +97,7 @@ class LoraClient:
         profile = self.client.profile
         if profile.family not in TRAINABLE_FAMILIES:
             raise InvalidRequest(f"LoRAs work with SD 1.5 and SDXL profiles; this studio runs {profile.name} ({profile.family}).")
+        self.client.check_limits(owner_id, {})  # over a limit: refused before the file is stored
         try:
             lora = self.library.upload(owner_id, data, filename, name, profile.name, profile.roles["base"].model, weight)
         except LoraError as exc:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
-from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from storage import repo
 from storage.avatars import AvatarError, AvatarView
-from storage.images import ImageUploadError
+from storage.images import ImageUploadError, clean_file_name, read_mask_upload
 from storage.loras import LoraError, LoraView
 from storage.materials import MaterialError, MaterialView
 from storage.models import Asset
@@ -23,10 +22,31 @@ from storage.users import MIN_PASSWORD, UnknownUser, UserError, UserView
 from tasks.client import ConversationView, InvalidRequest, JobView, QueueUnavailable
 from tasks.template_client import StudioTemplateReadOnly, TemplateCard, TemplateError, TemplateNotFound
 from ui.auth import current_user
+from ui.request_guard import refuse_unstorable_text
 from ui.services import Services
 
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+# The database keeps naive UTC times; answered with their zone ("...Z"), as the schema's date-time promises.
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class Problem(BaseModel):
+    """Why a request was refused: a sentence for the user, or (a malformed request) FastAPI's field errors."""
+
+    detail: str | list[dict[str, Any]]
+
+
+# Every refusal (401, 403, 404, 409, 410, 413, 422, 429) answers {"detail": ...}: documented once for all routes.
+REFUSALS: dict[int | str, dict[str, Any]] = {"4XX": {"model": Problem, "description": "Refused, with the reason in detail"}}
+
 # Every route but the health check needs a signed-in user (an API token, or the browser's session).
-router = APIRouter(prefix="/api/v1", tags=["studio"], dependencies=[Depends(current_user)])
+# Then text no database can hold (NUL, lone surrogates) and oversized JSON are refused before any route runs.
+router = APIRouter(prefix="/api/v1", tags=["studio"], responses=REFUSALS,
+                   dependencies=[Depends(current_user), Depends(refuse_unstorable_text)])
 public_router = APIRouter(prefix="/api/v1", tags=["studio"])
 
 
@@ -71,7 +91,7 @@ class AssetOut(BaseModel):
     favourite: bool
     score: float | None
     params: dict
-    created_at: datetime
+    created_at: UtcDatetime
     file_url: str
 
     @classmethod
@@ -267,8 +287,8 @@ class MaterialOut(BaseModel):
     notes: list[str]
     mask_source: str | None
     mask_note: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     file_url: str
     mask_url: str | None
 
@@ -297,7 +317,7 @@ def upload_material(services: ServicesDep, owner: OwnerDep, file: UploadFile = F
                     kind: str = Form("product"), tags: str = Form("")) -> MaterialOut:
     """Add a product photo, logo or reference to the library; ``tags`` is comma-separated."""
     try:
-        material = services.materials.upload(owner, file.file.read(), file.filename or "", name, kind, tags)
+        material = services.materials.upload(owner, file.file.read(), clean_file_name(file.filename), name, kind, tags)
     except (ImageUploadError, MaterialError) as exc:
         raise HTTPException(422, str(exc)) from exc
     return MaterialOut.of(material)
@@ -353,13 +373,13 @@ def get_material_mask(material_id: str, services: ServicesDep, owner: OwnerDep) 
 @router.put("/materials/{material_id}/mask", response_model=MaterialOut)
 def put_material_mask(material_id: str, services: ServicesDep, owner: OwnerDep, file: UploadFile = File(...)) -> MaterialOut:
     """Replace the product mask: a PNG the photo's size, white (or opaque) on the product."""
-    _material(services, owner, material_id)
+    material = _material(services, owner, material_id)
     try:
-        with Image.open(file.file) as image:
-            image.load()
-            mask = image.getchannel("A") if image.mode in ("RGBA", "LA") else image.convert("L")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise HTTPException(422, "The mask is not a readable image; send a PNG the size of the photo.") from exc
+        # Read as carefully as any upload: the header's size checked before decoding, so no bomb is opened.
+        mask = read_mask_upload(file.file.read(), (material.width, material.height),
+                                max_bytes=services.limits.max_upload_bytes)
+    except ImageUploadError as exc:
+        raise HTTPException(422, str(exc)) from exc
     try:
         return MaterialOut.of(services.products.replace_mask(owner, material_id, mask))
     except (InvalidRequest, MaterialError) as exc:
@@ -547,7 +567,7 @@ class LoraOut(BaseModel):
     images: list[dict]  # the training images: name, caption, size
     losses: list[float]
     samples: list[dict]
-    created_at: datetime
+    created_at: UtcDatetime
     file_url: str | None
 
     @classmethod
@@ -584,7 +604,7 @@ def _lora(services: Services, owner: str, lora_id: str) -> LoraView:
 
 
 async def _files(images: list[UploadFile]) -> list[tuple[str, bytes]]:
-    return [(image.filename or f"image-{i}", await image.read()) for i, image in enumerate(images)]
+    return [(clean_file_name(image.filename) or f"image-{i}", await image.read()) for i, image in enumerate(images)]
 
 
 def _captions(raw: str) -> dict[str, str]:
@@ -635,7 +655,7 @@ def upload_lora(services: ServicesDep, owner: OwnerDep, file: UploadFile = File(
                 weight: float = Form(1.0)) -> LoraUploadOut:
     """Upload a LoRA as .safetensors; a ``lora_check`` job matches it against the base model before use."""
     try:
-        lora, job = services.loras.upload(owner, file.file.read(), file.filename or "", name, weight)
+        lora, job = services.loras.upload(owner, file.file.read(), clean_file_name(file.filename), name, weight)
     except InvalidRequest as exc:
         raise HTTPException(422, str(exc)) from exc
     except QueueUnavailable as exc:
@@ -848,8 +868,8 @@ class UserOut(BaseModel):
     role: str
     disabled: bool
     can_sign_in: bool
-    created_at: datetime
-    last_login_at: datetime | None
+    created_at: UtcDatetime
+    last_login_at: UtcDatetime | None
 
 
 class MeOut(UserOut):

@@ -9,7 +9,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.params import GenerationParams, ParamError, number_field, resolve_generation, style_size
+from engine.params import GenerationParams, ParamError, is_name, number_field, resolve_generation, style_size
 from engine.profiles import Profile
 from engine.styles import Style
 
@@ -55,13 +55,14 @@ class GameAssetParams(GenerationParams):
 def resolve_game_asset(raw: dict, profile: Profile, styles: dict[str, Style], asset_types: dict[str, AssetType],
                        rng: random.Random | None = None) -> GameAssetParams:
     type_name = raw.get("asset_type") or "character"
-    if type_name not in asset_types:
+    if not is_name(type_name) or type_name not in asset_types:
         raise ParamError(f"Unknown asset type {type_name!r}. Known types: {', '.join(asset_types)}.")
     asset_type = asset_types[type_name]
     subject = str(raw.get("prompt") or "").strip()
     if not subject:
         raise ParamError("Describe the asset: what should the character, prop, icon, scene or texture be?")
-    style = styles.get(raw.get("style") or "none")
+    style_name = raw.get("style") or "none"
+    style = styles.get(style_name) if is_name(style_name) else None  # an unknown one is refused by resolve_generation
     composed = dict(raw, prompt=asset_type.prompt.replace("{prompt}", subject),
                     negative_prompt=", ".join(n for n in (str(raw.get("negative_prompt") or "").strip(), asset_type.negative) if n),
                     tileable=asset_type.tileable)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
-from engine.params import MAX_PROMPT_CHARS, MAX_STEPS, ParamError, image_seed, number_field, pin_seed
+from engine.params import MAX_PROMPT_CHARS, MAX_STEPS, ParamError, image_seed, is_name, number_field, pin_seed
 from engine.product.scenes import ProductPlacement, Scene
 from engine.profiles import Profile
 
@@ -75,7 +75,7 @@ def generation_size(canvas: tuple[int, int], profile: Profile, multiple: int = 8
 
 def _canvas(raw: dict) -> tuple[str, int, int]:
     name = raw.get("canvas_format") or "1:1"
-    if name in CANVAS_FORMATS:
+    if is_name(name) and name in CANVAS_FORMATS:
         return (name, *CANVAS_FORMATS[name])
     if name != CUSTOM_FORMAT:
         raise ParamError(f"Unknown canvas format {name!r}. Choose one of {', '.join(CANVAS_FORMATS)} or custom.")
@@ -128,7 +128,9 @@ def resolve_product(raw: dict, profile: Profile, scenes: dict[str, Scene], rng: 
     names = raw.get("scenes") or []
     if isinstance(names, str):
         names = [names]
-    unknown = [n for n in names if n not in scenes]
+    if not isinstance(names, list):
+        raise ParamError(f"Scenes must be a list of scene names, not {names!r}.")
+    unknown = [n for n in names if not is_name(n) or n not in scenes]
     if unknown:
         raise ParamError(f"Unknown scene {', '.join(map(str, unknown))}. Known scenes: {', '.join(scenes)}.")
     chosen = [scenes[n] for n in dict.fromkeys(names)]
