@@ -107,11 +107,12 @@ def _colours(image: Image.Image) -> int:
     return len(thumbnail.getcolors(64 * 64))
 
 
-def check_face_photos(files: list[tuple[str, bytes]], max_photos: int = MAX_PHOTOS) -> list[ImageVerdict]:
+def check_face_photos(files: list[tuple[str, bytes]], max_photos: int = MAX_PHOTOS,
+                      max_bytes: int = 50_000_000) -> list[ImageVerdict]:
     """The checks that need no model, per photo: readable, a photo (not a drawing or screenshot), at least
     MIN_PHOTO_SIDE px, not a duplicate of another upload, within the limit of ``max_photos``."""
     images = [(name, data) for name, data in files if not name.lower().endswith(".txt")]
-    verdicts = check_training_images(images[:max_photos], MIN_PHOTO_SIDE)
+    verdicts = check_training_images(images[:max_photos], MIN_PHOTO_SIDE, max_bytes=max_bytes)
     for verdict in verdicts:
         if verdict.ok and _colours(verdict.upload.image) < MIN_PHOTO_COLOURS:
             verdict.ok, verdict.upload = False, None

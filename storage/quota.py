@@ -28,6 +28,11 @@ class Limits:
     quota_bytes: int = 5000 * MB
 
 
+def picture_limit(quota: "Quota | None") -> int:
+    """The largest picture a user may upload: their limit, or the default one where no quota is kept."""
+    return (quota.limits if quota is not None else Limits()).max_upload_bytes
+
+
 @dataclass
 class Quota:
     db: Database

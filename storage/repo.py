@@ -260,17 +260,16 @@ def file_references(session: Session, digests: set[str] | None = None) -> list[F
 
 
 def _owned_digests(owner_id: str):
-    """One query per table: the content hashes of the files an owner's rows refer to."""
-    return [
-        select(Asset.file_hash).where(Asset.owner_id == owner_id),
-        select(Material.file_hash).where(Material.owner_id == owner_id),
-        select(Material.mask_hash).where(Material.owner_id == owner_id, Material.mask_hash.is_not(None)),
-        select(TrainedModel.file_hash).where(TrainedModel.owner_id == owner_id, TrainedModel.file_hash.is_not(None)),
-        select(AvatarPhoto.file_hash).join(Avatar, Avatar.id == AvatarPhoto.avatar_id).where(Avatar.owner_id == owner_id),
-        select(AvatarPhoto.crop_hash).join(Avatar, Avatar.id == AvatarPhoto.avatar_id)
-        .where(Avatar.owner_id == owner_id, AvatarPhoto.crop_hash.is_not(None)),
-        select(UserTemplate.preview_hash).where(UserTemplate.owner_id == owner_id),
-    ]
+    """One query per column of FILE_COLUMNS: the content hashes of the files an owner's rows refer to."""
+    queries = []
+    for column in FILE_COLUMNS:
+        query = select(column).where(column.is_not(None))
+        if column.class_ is AvatarPhoto:  # an avatar's photos belong to the avatar's owner
+            query = query.join(Avatar, Avatar.id == AvatarPhoto.avatar_id).where(Avatar.owner_id == owner_id)
+        else:
+            query = query.where(column.class_.owner_id == owner_id)
+        queries.append(query)
+    return queries
 
 
 def may_read_file(session: Session, owner_id: str, digest: str) -> bool:

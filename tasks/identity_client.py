@@ -15,6 +15,7 @@ from storage.avatars import MAX_PHOTOS as MAX_STUDIO_PHOTOS
 from storage.images import ImageUploadError
 from storage.loras import ImageVerdict
 from storage.materials import MaterialError, MaterialLibrary
+from storage.quota import picture_limit
 from tasks.client import InvalidRequest, JobView, StudioClient
 
 AVATAR_TRAINING_STEPS = 600
@@ -108,7 +109,7 @@ class IdentityClient:
         return MIN_PHOTOS, MAX_STUDIO_PHOTOS
 
     def check_photos(self, files: list[tuple[str, bytes]]) -> list[ImageVerdict]:
-        return check_face_photos(files)
+        return check_face_photos(files, max_bytes=picture_limit(self.avatars.quota))
 
     def create_avatar(self, owner_id: str, name: str, subject: str, files: list[tuple[str, bytes]],
                       origin: str = "api") -> tuple[AvatarView, JobView, list[ImageVerdict]]:

@@ -18,6 +18,7 @@ from engine.lora_request import (
 )
 from engine.params import ParamError
 from storage.loras import ImageVerdict, LoraError, LoraLibrary, LoraView, check_training_images
+from storage.quota import picture_limit
 from tasks.client import InvalidRequest, JobView, StudioClient
 
 # Points of the loss curve sent to a plot: enough to see its shape, few enough to redraw every second.
@@ -65,7 +66,7 @@ class LoraClient:
         if len(images) > MAX_IMAGES:
             raise InvalidRequest(f"{len(images)} images were uploaded; a style is trained from {MIN_IMAGES} to "
                                  f"{MAX_IMAGES}. Keep the most typical ones.")
-        return check_training_images(files, self.min_side, captions)
+        return check_training_images(files, self.min_side, captions, max_bytes=picture_limit(self.library.quota))
 
     def start_training(self, owner_id: str, files: list[tuple[str, bytes]], name: str, trigger: str = "",
                        captions: dict[str, str] | None = None, settings: dict | None = None,

@@ -10,12 +10,16 @@ from engine.profiles import load_profiles
 from engine.styles import load_styles
 from settings import Settings
 from storage import repo
+from storage.avatars import AvatarLibrary
 from storage.files import FileStore
+from storage.loras import LoraLibrary
 from storage.materials import MaterialLibrary
 from storage.models import Job
 from storage.quota import MB, LimitExceeded, Limits, Quota
 from tasks.celery_app import LOWEST_PRIORITY
 from tasks.client import OverLimit, StudioClient, images_requested
+from tasks.identity_client import IdentityClient
+from tasks.lora_client import LoraClient
 
 JOB = {"prompt": "a kite", "width": 64, "height": 64, "steps": 2}
 
@@ -120,3 +124,14 @@ def test_each_job_is_sent_with_its_owner_s_backlog_as_priority(db, tmp_path):
     # alice's k-th waiting job goes behind everyone's earlier ones; bob's first goes first.
     assert priorities[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9] and LOWEST_PRIORITY == 9
     assert priorities[12] == 0 and priorities[13] == 9
+
+
+def test_training_pictures_and_avatar_photos_keep_to_the_upload_limit(studio):
+    client, _, materials, _, _ = studio
+    quota = materials.quota
+    big = png((512, 512), noise=True)  # about 0.8 MB, over the 0.5 MB limit
+    assert len(big) > quota.limits.max_upload_bytes
+    loras = LoraClient(LoraLibrary(client.db, materials.files, quota=quota), client)
+    identity = IdentityClient(client, AvatarLibrary(client.db, materials.files, quota), materials)
+    for verdicts in (loras.check_images([("big.png", big)]), identity.check_photos([("big.png", big)])):
+        assert [v.ok for v in verdicts] == [False] and "MB" in verdicts[0].reason
