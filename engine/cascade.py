@@ -17,7 +17,7 @@ from engine.game.tiling import seamless
 from engine.identity import IdentityCondition, identity_applied, identity_embeds
 from engine.loader import PipelineCache
 from engine.lora import LoraWeights, loras_applied
-from engine.params import SAMPLERS, GenerationParams, image_seed
+from engine.params import SAMPLERS, GenerationParams, batch_key, image_seed
 from engine.profiles import Profile
 from engine.prompt_encoding import prompt_arguments
 
@@ -61,6 +61,15 @@ class StageProgress:
 class CascadeResult:
     images: list[Image.Image]
     stage_images: dict[str, list[Image.Image]] = field(default_factory=dict)
+
+    def split(self, counts: list[int]) -> list["CascadeResult"]:
+        """One result per job of a batch, each with its ``count`` images, in the order the jobs were given."""
+        parts, start = [], 0
+        for count in counts:
+            end = start + count
+            parts.append(CascadeResult(self.images[start:end], {stage: images[start:end] for stage, images in self.stage_images.items()}))
+            start = end
+        return parts
 
 
 def set_sampler(pipe: diffusers.DiffusionPipeline, sampler: str) -> None:
@@ -118,33 +127,43 @@ def run_cascade(
     loras: list[LoraWeights] | None = None,
     identity: IdentityCondition | None = None,
     control: list[ControlCondition] | None = None,
+    batch: list[GenerationParams] | None = None,
 ) -> CascadeResult:
     """Run every stage of ``params``; with ``init_images`` the base stage is image-to-image at
     ``params.strength`` (variations of a picture), one init image per output or one for all. ``loras``
     (the files of ``params.loras``) apply to the base stage; ``params.tileable`` makes it seamless;
     ``identity`` keeps a person's face through the FaceID adapter; ``control`` leads the base stage
-    with the profile's ControlNets, several at once each at its own weight (with ``init_images`` too)."""
+    with the profile's ControlNets, several at once each at its own weight (with ``init_images`` too).
+
+    ``batch``: other jobs with the same ``batch_key``, drawn in the same pipeline calls, each with its own
+    prompts and seeds; their images follow ``params``' own (``CascadeResult.split`` parts them)."""
+    jobs = [params, *(batch or [])]
+    if any(batch_key(job) != batch_key(params) for job in jobs[1:]):
+        raise ValueError("Only jobs with the same batch_key can be drawn in one batch.")
     stages = params.stages
-    count = len(stages)
+    stage_count = len(stages)
     result = CascadeResult(images=[])
 
     def reporter(stage: str, total: int) -> _StepReporter:
-        r = _StepReporter(stage, stages.index(stage), count, total, progress, should_cancel)
+        r = _StepReporter(stage, stages.index(stage), stage_count, total, progress, should_cancel)
         r.start()
         return r
 
-    def generators() -> list[torch.Generator]:
-        # One CPU generator per image: image i of a job is reproducible alone from seed + i.
-        return [torch.Generator("cpu").manual_seed(image_seed(params.seed, i)) for i in range(params.count)]
+    # One CPU generator per image: image i of a job is reproducible alone from seed + i.
+    seeds = [image_seed(job.seed, i) for job in jobs for i in range(job.count)]
 
-    prompts = [params.full_prompt] * params.count
-    negatives = [params.full_negative_prompt] * params.count
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+    prompts = [job.full_prompt for job in jobs for _ in range(job.count)]
+    negatives = [job.full_negative_prompt for job in jobs for _ in range(job.count)]
+    count = len(prompts)
     use_refiner = "refiner" in stages
 
     size = (params.width, params.height)
     if init_images:
         sized = [image.convert("RGB").resize(size, Image.LANCZOS) for image in init_images]
-        init = dict(image=sized * params.count if len(sized) == 1 else sized, strength=params.strength)
+        init = dict(image=sized * count if len(sized) == 1 else sized, strength=params.strength)
         denoised_steps = max(1, int(params.steps * params.strength))
     else:
         init = dict(width=params.width, height=params.height)
@@ -159,12 +178,14 @@ def run_cascade(
     else:
         base = cache.image_to_image(profile) if init_images else cache.pipeline(profile, "base")
     if identity:
-        init["ip_adapter_image_embeds"] = identity_embeds(identity, params.count, params.guidance, base.unet.dtype, base.device)
+        init["ip_adapter_image_embeds"] = identity_embeds(identity, count, params.guidance, base.unet.dtype, base.device)
     faceid = cache.faceid_weights(profile) if identity else {}
     set_sampler(base, params.sampler)
     base_steps = round(denoised_steps * profile.refiner_start) if use_refiner else denoised_steps
+    adapted = bool(identity or loras or params.tileable)
     # Prompts are encoded inside the block: a LoRA may adapt the text encoders too.
-    with identity_applied(base, faceid, identity), loras_applied(base, loras or []), seamless(base, params.tileable):
+    with cache.accelerated(base, profile, adapted), identity_applied(base, faceid, identity), loras_applied(base, loras or []), \
+            seamless(base, params.tileable):
         base_kwargs = dict(
             **prompt_arguments(base, prompts, negatives), **init,
             num_inference_steps=params.steps, guidance_scale=params.guidance, generator=generators(),
@@ -179,11 +200,12 @@ def run_cascade(
             result.stage_images["base"] = _decode_latents(base, latents)
         refiner = cache.pipeline(profile, "refiner")
         set_sampler(refiner, params.sampler)
-        images = refiner(
-            **prompt_arguments(refiner, prompts, negatives), image=latents, num_inference_steps=params.steps,
-            denoising_start=profile.refiner_start, guidance_scale=params.guidance, generator=generators(),
-            callback_on_step_end=reporter("refiner", denoised_steps - base_steps).on_step_end,
-        ).images
+        with cache.accelerated(refiner, profile):
+            images = refiner(
+                **prompt_arguments(refiner, prompts, negatives), image=latents, num_inference_steps=params.steps,
+                denoising_start=profile.refiner_start, guidance_scale=params.guidance, generator=generators(),
+                callback_on_step_end=reporter("refiner", denoised_steps - base_steps).on_step_end,
+            ).images
         if keep_stage_images:
             result.stage_images["refiner"] = images
     elif keep_stage_images:
@@ -192,11 +214,12 @@ def run_cascade(
     for stage in ("latent_x2", "x4"):
         if stage in stages:
             upscaler = cache.pipeline(profile, stage)
-            images = upscaler(
-                prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
-                generator=generators(), callback=reporter(stage, profile.upscale_steps).legacy, callback_steps=1,
-                **UPSCALER_ARGUMENTS[stage](params),
-            ).images
+            with cache.accelerated(upscaler, profile):
+                images = upscaler(
+                    prompt=prompts, negative_prompt=negatives, image=images, num_inference_steps=profile.upscale_steps,
+                    generator=generators(), callback=reporter(stage, profile.upscale_steps).legacy, callback_steps=1,
+                    **UPSCALER_ARGUMENTS[stage](params),
+                ).images
             if keep_stage_images:
                 result.stage_images[stage] = images
 

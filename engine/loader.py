@@ -8,6 +8,7 @@ copies; a profile without an inpainting model inpaints with the base's own weigh
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import diffusers
 import torch
 import transformers
 
+from engine.fast_path import DTYPES, FastDenoiser, attention_kernel, denoiser_name, prepare_model, prepare_pipeline
 from engine.profiles import Profile, RoleSpec
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ class Placement:
 
     @classmethod
     def choose(cls, device: str = "auto", cpu_offload: bool = False) -> "Placement":
-        """CUDA in half precision when there is a GPU, else the CPU in float32."""
+        """CUDA in half precision when there is a GPU, else the CPU in float32 (a profile's fast path may
+        name another precision for its pipelines)."""
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -59,27 +62,51 @@ class PipelineCache:
     def __init__(self, placement: Placement):
         self.placement = placement
         self._loaded: dict[tuple[str, str, str, str], object] = {}
+        self._fast_denoisers: dict[int, FastDenoiser] = {}  # by id() of the denoiser module they speed up
         self.loads = 0  # from_pretrained calls made, for tests and the health page
 
-    def _key(self, role: str, spec: RoleSpec) -> tuple[str, str, str, str]:
-        return (role, spec.model, str(self.placement.dtype), self.placement.device)
+    def _key(self, role: str, spec: RoleSpec, dtype: torch.dtype | None = None) -> tuple[str, str, str, str]:
+        return (role, spec.model, str(dtype or self.placement.dtype), self.placement.device)
+
+    def dtype(self, profile: Profile) -> torch.dtype:
+        """The precision of the profile's pipelines on this device: its fast path's, or the machine's default."""
+        name = profile.fast_path(self.placement.device).dtype
+        return DTYPES[name] if name else self.placement.dtype
 
     def pipeline(self, profile: Profile, role: str) -> diffusers.DiffusionPipeline:
         spec = profile.roles[role]
-        key = self._key(role, spec)
+        key = self._key(role, spec, self.dtype(profile))
         if key not in self._loaded:
             shared = {}
             if role in SHARED_WITH_BASE:
                 base = self.pipeline(profile, "base")
                 shared = {name: getattr(base, name) for name in SHARED_WITH_BASE[role] if getattr(base, name, None) is not None}
-            self._loaded[key] = self._load_pipeline(role, spec, shared)
+            self._loaded[key] = self._load_pipeline(profile, role, spec, shared)
         return self._loaded[key]
 
-    def _derived(self, key: tuple, build, unavailable: str) -> diffusers.DiffusionPipeline:
+    @contextmanager
+    def accelerated(self, pipe: diffusers.DiffusionPipeline, profile: Profile, adapted: bool = False):
+        """Run ``pipe`` on the profile's fast path for the block: its attention kernel, and, unless the job
+        ``adapted`` the denoiser (LoRAs, an identity adapter, seamless padding), the fused and compiled
+        denoiser, made on the first run and kept."""
+        fast = profile.fast_path(self.placement.device)
+        with attention_kernel(fast):
+            name = denoiser_name(pipe)
+            if adapted or name is None or not (fast.fuse_qkv or fast.compile):
+                yield pipe
+                return
+            module = getattr(pipe, name)
+            denoiser = self._fast_denoisers.get(id(module))
+            if denoiser is None:
+                denoiser = self._fast_denoisers[id(module)] = FastDenoiser(module, fast)
+            with denoiser.applied(pipe):
+                yield pipe
+
+    def _derived(self, key: tuple, profile: Profile, build, unavailable: str) -> diffusers.DiffusionPipeline:
         """A pipeline made from loaded ones with ``from_pipe``: it shares their weights and loads nothing.
-        ``build`` passes the placement's dtype: ``from_pipe`` casts the shared modules, in place, to the
+        ``build`` passes the profile's dtype: ``from_pipe`` casts the shared modules, in place, to the
         dtype it is given (float32 when none is), which would change the loaded pipelines too."""
-        key = (*key, str(self.placement.dtype), self.placement.device)
+        key = (*key, str(self.dtype(profile)), self.placement.device)
         if key not in self._loaded:
             try:
                 pipe = build()
@@ -91,8 +118,8 @@ class PipelineCache:
 
     def image_to_image(self, profile: Profile) -> diffusers.DiffusionPipeline:
         """The base model as an image-to-image pipeline, sharing the base's loaded components."""
-        return self._derived(("base:img2img", profile.roles["base"].model),
-                             lambda: diffusers.AutoPipelineForImage2Image.from_pipe(self.pipeline(profile, "base"), dtype=self.placement.dtype),
+        return self._derived(("base:img2img", profile.roles["base"].model), profile,
+                             lambda: diffusers.AutoPipelineForImage2Image.from_pipe(self.pipeline(profile, "base"), dtype=self.dtype(profile)),
                              f"The {profile.name} profile's base model has no image-to-image pipeline.")
 
     def inpainting(self, profile: Profile, controlnet: bool = False) -> diffusers.DiffusionPipeline:
@@ -102,16 +129,16 @@ class PipelineCache:
         if role == "inpaint":
             pipe = self.pipeline(profile, "inpaint")
         else:
-            pipe = self._derived(("base:inpaint", profile.roles["base"].model),
-                                 lambda: diffusers.AutoPipelineForInpainting.from_pipe(self.pipeline(profile, "base"), dtype=self.placement.dtype),
+            pipe = self._derived(("base:inpaint", profile.roles["base"].model), profile,
+                                 lambda: diffusers.AutoPipelineForInpainting.from_pipe(self.pipeline(profile, "base"), dtype=self.dtype(profile)),
                                  f"The {profile.name} profile's base model has no inpainting pipeline.")
         if not controlnet:
             return pipe
         if "controlnet" not in profile.roles:
             raise ModelUnavailableError(f"The {profile.name} profile has no ControlNet.")
-        return self._derived((f"{role}:inpaint+controlnet", profile.roles[role].model, profile.roles["controlnet"].model),
+        return self._derived((f"{role}:inpaint+controlnet", profile.roles[role].model, profile.roles["controlnet"].model), profile,
                              lambda: diffusers.AutoPipelineForInpainting.from_pipe(pipe, controlnet=self.pipeline(profile, "controlnet"),
-                                                                                   dtype=self.placement.dtype),
+                                                                                   dtype=self.dtype(profile)),
                              f"The {profile.name} profile's inpainting model cannot take a ControlNet.")
 
     def with_controlnet(self, profile: Profile, roles: tuple[str, ...] = ("controlnet",),
@@ -126,10 +153,10 @@ class PipelineCache:
         def build():
             controlnets = [self.pipeline(profile, role) for role in roles]
             return auto.from_pipe(self.pipeline(profile, "base"), controlnet=controlnets[0] if len(controlnets) == 1 else controlnets,
-                                  dtype=self.placement.dtype)
+                                  dtype=self.dtype(profile))
 
         kind = "img2img+controlnet" if image_to_image else "controlnet"
-        return self._derived((f"base:{kind}", profile.roles["base"].model, *(profile.roles[role].model for role in roles)), build,
+        return self._derived((f"base:{kind}", profile.roles["base"].model, *(profile.roles[role].model for role in roles)), profile, build,
                              f"The {profile.name} profile's base model cannot take a ControlNet"
                              f"{' in image-to-image' if image_to_image else ''}.")
 
@@ -224,19 +251,20 @@ class PipelineCache:
 
         return self._from_pretrained(role, spec, load)
 
-    def _load_pipeline(self, role: str, spec: RoleSpec, shared: dict) -> diffusers.DiffusionPipeline:
+    def _load_pipeline(self, profile: Profile, role: str, spec: RoleSpec, shared: dict) -> diffusers.DiffusionPipeline:
         pipeline_cls = getattr(diffusers, spec.pipeline, None)
         if pipeline_cls is None:
             raise ModelUnavailableError(f"The {role} model names an unknown pipeline class {spec.pipeline!r}.")
-        kwargs = dict(dtype=self.placement.dtype, **shared)
-        if spec.variant and self.placement.dtype == torch.float16:
+        dtype = self.dtype(profile)
+        kwargs = dict(dtype=dtype, **shared)
+        # A half-precision variant (fp16 files) halves the download for bfloat16 too: loading casts it.
+        if spec.variant and dtype in (torch.float16, torch.bfloat16):
             kwargs["variant"] = spec.variant
         pipe = self._from_pretrained(role, spec, lambda: pipeline_cls.from_pretrained(spec.model, **kwargs))
+        fast = profile.fast_path(self.placement.device)
         if role in MODEL_ROLES:
+            prepare_model(pipe, fast)
             return pipe.to(self.placement.device).eval()
-        if self.placement.cpu_offload:
-            pipe.enable_model_cpu_offload()
-        else:
-            pipe.to(self.placement.device)
+        prepare_pipeline(pipe, fast, self.placement.device, self.placement.cpu_offload)
         pipe.set_progress_bar_config(disable=True)
         return pipe

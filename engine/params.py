@@ -5,6 +5,7 @@ Torch-free, so the web process validates a request before it becomes a job.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass, field
 
@@ -28,6 +29,10 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "heun": ("HeunDiscreteScheduler", {}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
     "ddpm": ("DDPMScheduler", {}),
+    # The few-step samplers distilled models are made for: LCM-LoRA's, and Lightning's/Turbo's Euler with
+    # the timesteps counted from the end.
+    "lcm": ("LCMScheduler", {}),
+    "euler_trailing": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
 
 # Stages whose network needs sides in multiples of more than 8 px: the x2 latent upscaler works on
@@ -81,6 +86,8 @@ class GenerationParams:
     loras: list[dict] = field(default_factory=list)
     # Seamless: the picture tiles left-right and top-bottom (circular padding in the networks).
     tileable: bool = False
+    # Drawn in the profile's distilled few-step mode: its LoRA is among ``loras``, its sampler, steps and guidance set.
+    fast: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +103,15 @@ class GenerationParams:
         for stage in self.stages:
             scale *= STAGE_SCALE.get(stage, 1)
         return self.width * scale, self.height * scale
+
+
+def batch_key(params: GenerationParams) -> tuple | None:
+    """What jobs drawn together in one batch must share (prompts, styles, seeds and counts may differ);
+    None for a job that is drawn alone: one that starts from a picture, or is seamless."""
+    if params.init_asset_id or params.init_material_id or params.controls or params.tileable:
+        return None
+    return (params.profile, params.width, params.height, params.steps, params.guidance, params.sampler,
+            tuple(params.stages), params.keep_stage_images, json.dumps(params.loras, sort_keys=True))
 
 
 MAX_LORAS = 4
@@ -121,9 +137,9 @@ def style_defaults(style: Style, profile: Profile, aspect: str | None = None) ->
             "guidance": profile.guidance if style.guidance is None else style.guidance}
 
 
-def resolve_loras(raw_loras, profile: Profile, style: Style) -> list[dict]:
+def resolve_loras(raw_loras, profile: Profile, style: Style, fast: bool = False) -> list[dict]:
     """The LoRAs a request names (``[{"lora_id", "weight"}]``, checked against the owner's models when the
-    job is prepared) and the style's own LoRA for this profile."""
+    job is prepared), the style's own LoRA for this profile, and in ``fast`` mode the profile's distilled one."""
     if raw_loras in (None, ""):
         raw_loras = []
     if not isinstance(raw_loras, list):
@@ -140,8 +156,12 @@ def resolve_loras(raw_loras, profile: Profile, style: Style) -> list[dict]:
     if style_lora is not None:
         loras.append({"name": f"{style.label} style", "model": style_lora.model, "weight_name": style_lora.weight_name,
                       "weight": style_lora.weight})
+    if fast:
+        mode = profile.fast_mode
+        loras.append({"name": f"Fast mode ({mode.label})", "model": mode.model, "weight_name": mode.weight_name, "weight": 1.0})
     if len(loras) > MAX_LORAS:
-        raise ParamError(f"{len(loras)} LoRAs were asked for (with the style's own); at most {MAX_LORAS} can be applied at once.")
+        raise ParamError(f"{len(loras)} LoRAs were asked for (with the style's own{' and fast mode' if fast else ''}); "
+                         f"at most {MAX_LORAS} can be applied at once.")
     return loras
 
 
@@ -214,8 +234,14 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     style = styles[style_name]
     full_prompt, full_negative = style.apply(prompt, negative)
 
-    # Unset fields take the style's suggestions (size, steps, guidance), then the profile's defaults.
+    # Unset fields take the style's suggestions (size, steps, guidance), then the profile's defaults; in
+    # fast mode the steps, guidance and sampler are the distilled model's.
     suggested = style_defaults(style, profile)
+    fast = bool(raw.get("fast", False))
+    if fast:
+        if profile.fast_mode is None:
+            raise ParamError(f"The {profile.name} profile has no fast mode (a distilled few-step model): turn Fast off.")
+        suggested.update(steps=profile.fast_mode.steps, guidance=profile.fast_mode.guidance)
     width = number_field(raw, "width", suggested["width"], "Width", 1, 100_000)
     height = number_field(raw, "height", suggested["height"], "Height", 1, 100_000)
     for name, value in (("Width", width), ("Height", height)):
@@ -229,7 +255,7 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     count = number_field(raw, "count", 1, "Image count", 1, MAX_COUNT)
     steps = number_field(raw, "steps", suggested["steps"], "Steps", 1, MAX_STEPS)
     guidance = number_field(raw, "guidance", suggested["guidance"], "Guidance", 0, 30, whole=False)
-    sampler = raw.get("sampler") or profile.sampler
+    sampler = raw.get("sampler") or (profile.fast_mode.sampler if fast else profile.sampler)
     if not is_name(sampler) or sampler not in SAMPLERS:
         raise ParamError(f"Unknown sampler {sampler!r}. Known samplers: {', '.join(SAMPLERS)}.")
 
@@ -256,6 +282,8 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
     tileable = bool(raw.get("tileable", False))
     if tileable and stages != ["base"]:
         raise ParamError("A tileable picture is drawn by the base model alone: turn off the refiner and upscaling stages.")
+    if fast and "refiner" in stages:
+        raise ParamError("Fast mode draws with the distilled base model, which the refiner does not follow: turn off the refiner.")
 
     init_asset_id = raw.get("init_asset_id") or None
     strength = number_field(raw, "strength", 1.0 if init_asset_id is None else DEFAULT_STRENGTH, "Strength", 0.05, 1.0, whole=False)
@@ -278,6 +306,7 @@ def resolve_generation(raw: dict, profile: Profile, styles: dict[str, Style], rn
         profile=profile.name,
         init_asset_id=str(init_asset_id) if init_asset_id else None,
         strength=strength,
-        loras=resolve_loras(raw.get("loras"), profile, style),
+        loras=resolve_loras(raw.get("loras"), profile, style, fast),
         tileable=tileable,
+        fast=fast,
     )

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,62 @@ STAGE_LABELS = {
 STAGE_SCALE = {"latent_x2": 2, "x4": 4}
 
 
+# Precisions a profile may name for its pipelines, per device type.
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+ATTENTION_KINDS = ("sdpa", "classic")  # PyTorch's scaled_dot_product_attention, or diffusers' plain matmul-softmax
+SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+
+
 class ProfileError(ValueError):
     """An unknown profile name or a malformed profile entry."""
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Switches that make the same weights run faster on one kind of device, set per profile and device type
+    in its ``fast_path``. The defaults are plain diffusers: the machine's precision, SDPA attention, nothing else."""
+
+    dtype: str | None = None  # one of DTYPE_NAMES; None: float16 on a GPU, float32 on a CPU
+    attention: str = "sdpa"
+    sdpa_backend: str = "auto"  # which SDPA kernel to insist on; auto lets PyTorch choose
+    channels_last: bool = False  # the denoiser's and VAE's convolutions in NHWC layout
+    fuse_qkv: bool = False  # one matmul for query, key and value (diffusers' fuse_qkv_projections)
+    compile: bool = False  # torch.compile the denoiser, once per worker
+    compile_mode: str = "default"
+    vae_tiling: bool = False  # decode pictures larger than the VAE's own size tile by tile
+    vae_slicing: bool = False  # decode a batch one picture at a time
+    cpu_offload: bool = False  # keep only the running model on the GPU
+    batch_max: int = 1  # pictures of several waiting jobs with the same settings drawn in one batch
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> "FastPath":
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ProfileError(f"{where}: unknown fast_path switch {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(cls.__dataclass_fields__)}.")
+        fast = cls(**raw)
+        if fast.dtype is not None and fast.dtype not in DTYPE_NAMES:
+            raise ProfileError(f"{where}: fast_path dtype must be one of {', '.join(DTYPE_NAMES)}.")
+        if fast.attention not in ATTENTION_KINDS:
+            raise ProfileError(f"{where}: fast_path attention must be one of {', '.join(ATTENTION_KINDS)}.")
+        if fast.sdpa_backend not in SDPA_BACKENDS:
+            raise ProfileError(f"{where}: fast_path sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}.")
+        if not isinstance(fast.batch_max, int) or fast.batch_max < 1:
+            raise ProfileError(f"{where}: fast_path batch_max must be a whole number of at least 1.")
+        return fast
+
+
+@dataclass(frozen=True)
+class FastMode:
+    """A distilled few-step mode ("Fast" in the UI): a LoRA (LCM-LoRA, Lightning, Hyper-SD...) applied over
+    the base model, with the sampler, steps and guidance it was distilled for."""
+
+    label: str
+    model: str  # a hub repository or a local folder holding the LoRA
+    weight_name: str
+    sampler: str
+    steps: int
+    guidance: float
 
 
 @dataclass(frozen=True)
@@ -57,11 +111,17 @@ class Profile:
     upscale_steps: int = 20
     offline: bool = False
     prompt_language: str = "en"  # "zh": the base model reads Chinese, so Chinese prompts go in as written
+    fast_paths: dict[str, FastPath] = field(default_factory=dict)  # device type ("cuda", "cpu") -> its switches
+    fast_mode: FastMode | None = None
 
     @property
     def stages(self) -> list[str]:
         """The cascade stages this profile can run, in order."""
         return [s for s in STAGE_ORDER if s in self.roles]
+
+    def fast_path(self, device: str) -> FastPath:
+        """The switches for ``device`` ("cuda:1" counts as "cuda"); plain diffusers where the profile sets none."""
+        return self.fast_paths.get(device.split(":")[0], FastPath())
 
     @property
     def is_noise(self) -> bool:
@@ -103,10 +163,20 @@ def load_profiles(path: str | os.PathLike | None = None, models_dir: str | os.Pa
                 upscale_steps=int(entry.get("upscale_steps", 20)),
                 offline=bool(entry.get("offline", False)),
                 prompt_language=entry.get("prompt_language", "en"),
+                fast_paths={device: FastPath.from_dict(switches, f"profile {name!r} in {path}, {device}")
+                            for device, switches in entry.get("fast_path", {}).items()},
+                fast_mode=_fast_mode(entry.get("fast_mode"), models_dir),
             )
         except KeyError as exc:
             raise ProfileError(f"profile {name!r} in {path} lacks the field {exc.args[0]!r}") from exc
     return profiles
+
+
+def _fast_mode(raw: dict | None, models_dir: str) -> FastMode | None:
+    if raw is None:
+        return None
+    return FastMode(label=raw["label"], model=raw["model"].replace("{models_dir}", models_dir), weight_name=raw["weight_name"],
+                    sampler=raw["sampler"], steps=int(raw["steps"]), guidance=float(raw["guidance"]))
 
 
 def get_profile(profiles: dict[str, Profile], name: str) -> Profile:

@@ -26,6 +26,8 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (
@@ -58,6 +60,8 @@ ROLES = ("base", "refiner", "latent_x2", "x4", "inpaint", "controlnet", "control
 SEGMENTER_FILE = "segmenter/u2net.onnx"
 FACES_DIR = "faces"
 FACEID_FILE = "faceid/ip-adapter-faceid_tiny.safetensors"
+FAST_LORA_DIR = "fast"  # the stand-in for a distilled few-step LoRA (LCM-LoRA, Lightning): the profile's fast mode
+FAST_LORA_FILE = "pytorch_lora_weights.safetensors"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # rembg's u2net input normalisation (ImageNet mean and std, after dividing by the image's maximum).
 U2NET_MEAN, U2NET_STD = IMAGENET_MEAN, IMAGENET_STD
@@ -123,6 +127,16 @@ def build_base_and_refiner(tokenizer: CLIPTokenizer):
         unet=_sdxl_unet(32, 72), scheduler=scheduler, requires_aesthetics_score=True,
     )
     return base, refiner
+
+
+def build_fast_lora(base: StableDiffusionXLPipeline, destination: Path) -> None:
+    """A LoRA over the base's attention and feed-forward layers, as LCM-LoRA adapts them, with random up and
+    down matrices (peft starts the up matrices at zero, which would change nothing). ``base`` is left as it was."""
+    base.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.2"]),
+                          adapter_name="fast")
+    layers = {key: torch.randn_like(value) * 0.1 for key, value in get_peft_model_state_dict(base.unet, adapter_name="fast").items()}
+    base.unet.delete_adapters("fast")
+    StableDiffusionXLPipeline.save_lora_weights(destination, unet_lora_layers=layers, weight_name=FAST_LORA_FILE)
 
 
 def build_inpaint(base: StableDiffusionXLPipeline) -> StableDiffusionXLInpaintPipeline:
@@ -280,6 +294,7 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
         build_segmenter(staging / SEGMENTER_FILE)
         build_face_pack(staging / FACES_DIR)
         build_faceid_checkpoint(base.unet, staging / FACEID_FILE)
+        build_fast_lora(base, staging / FAST_LORA_DIR)
         models = {"llm": build_llm(), "scorer": build_scorer(tokenizer), "pose": build_pose_estimator(),
                   "depth": build_depth_estimator()}
         for role, parts in models.items():
@@ -293,5 +308,5 @@ def build_tiny_profile(destination: str | Path, seed: int = 0) -> Path:
 
 def tiny_profile_present(destination: str | Path) -> bool:
     folder = Path(destination)
-    return all((folder / path).exists() for path in (SEGMENTER_FILE, FACES_DIR, FACEID_FILE)) and all(
+    return all((folder / path).exists() for path in (SEGMENTER_FILE, FACES_DIR, FACEID_FILE, f"{FAST_LORA_DIR}/{FAST_LORA_FILE}")) and all(
         (folder / role / "model_index.json").is_file() or (folder / role / "config.json").is_file() for role in ROLES)
