@@ -135,8 +135,9 @@ def run_cascade(
     ``identity`` keeps a person's face through the FaceID adapter; ``control`` leads the base stage
     with the profile's ControlNets, several at once each at its own weight (with ``init_images`` too).
 
-    ``batch``: other jobs with the same ``batch_key``, drawn in the same pipeline calls, each with its own
-    prompts and seeds; their images follow ``params``' own (``CascadeResult.split`` parts them)."""
+    ``batch``: other jobs with the same ``batch_key`` (and prompts of the same ``encoded_length``, or the
+    padding changes their pictures), drawn in the same pipeline calls, each with its own prompts and seeds;
+    their images follow ``params``' own (``CascadeResult.split`` parts them)."""
     jobs = [params, *(batch or [])]
     if any(batch_key(job) != batch_key(params) for job in jobs[1:]):
         raise ValueError("Only jobs with the same batch_key can be drawn in one batch.")

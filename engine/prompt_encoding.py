@@ -36,3 +36,11 @@ def prompt_arguments(pipe: diffusers.DiffusionPipeline, prompts: list[str], nega
         c = CompelForSD(pipe, device=device)(prompts, negative_prompt=negatives)
         return dict(prompt_embeds=c.embeds, negative_prompt_embeds=c.negative_embeds)
     return dict(prompt=prompts, negative_prompt=negatives)
+
+
+def encoded_length(pipe: diffusers.DiffusionPipeline, prompt: str, negative: str) -> int:
+    """How many tokens long the prompt's embeddings are (75 per window, as compel chunks them; 0 where the
+    pipeline takes plain text). In one batch every prompt is padded to the longest, which changes a picture:
+    jobs drawn together must have the same length to come out as they would alone."""
+    embeds = prompt_arguments(pipe, [prompt], [negative]).get("prompt_embeds")
+    return 0 if embeds is None else embeds.shape[1]

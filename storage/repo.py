@@ -62,12 +62,19 @@ def owner_jobs(session: Session, owner_id: str, states: tuple[str, ...] = (), li
     return list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit)))
 
 
-def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
-    """Mark a job running for this delivery; None when there is nothing (more) to do for it."""
+def claim_job(session: Session, job_id: str, worker: str, live_within: timedelta | None = None) -> Job | None:
+    """Mark a job running for this delivery; None when there is nothing (more) to do for it, or when another
+    worker that reported within ``live_within`` is running it (it took the job into a batch, or the broker
+    delivered the message twice): that worker finishes it, and if it dies the job is handed on."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None or job.state in JobState.FINISHED:
         session.rollback()
         return None
+    if live_within is not None and job.state == JobState.RUNNING and job.worker not in (None, worker):
+        record = session.get(WorkerRecord, job.worker)
+        if record is not None and record.last_seen >= utcnow() - live_within:
+            session.rollback()
+            return None
     now = utcnow()
     if job.cancel_requested:
         job.state, job.stage, job.finished_at = JobState.CANCELLED, "cancelled", now
@@ -81,6 +88,25 @@ def claim_job(session: Session, job_id: str, worker: str) -> Job | None:
     job.stage = "starting" if job.attempts == 1 else f"restarting (attempt {job.attempts})"
     session.commit()
     return job
+
+
+def batch_candidates(session: Session, kind: str, profile: str, exclude_id: str, limit: int) -> list[Job]:
+    """Waiting jobs of ``kind`` on ``profile``, oldest first: those that could join a batch."""
+    return list(session.scalars(
+        select(Job).where(Job.kind == kind, Job.profile == profile, Job.state == JobState.QUEUED, Job.id != exclude_id,
+                          Job.cancel_requested.is_(False)).order_by(Job.created_at).limit(limit)))
+
+
+def claim_into_batch(session: Session, job_id: str, worker: str, stage: str) -> bool:
+    """Take a waiting job into a batch this worker runs; False when it is no longer waiting (taken, cancelled)."""
+    now = utcnow()
+    changed = session.execute(
+        update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED, Job.cancel_requested.is_(False))
+        .values(state=JobState.RUNNING, worker=worker, attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now),
+                heartbeat_at=now, stage=stage)
+    ).rowcount
+    session.commit()
+    return changed == 1
 
 
 def record_progress(session: Session, job_id: str, fraction: float, stage: str) -> bool:

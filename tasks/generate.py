@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import timedelta
 
 from PIL import Image
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -17,8 +18,9 @@ from engine.img2img import control_conditions, fit_source
 from engine.img2img_request import KEEPS
 from engine.loader import ModelUnavailableError
 from engine.lora import LoraMismatchError, LoraWeights, lora_weights
-from engine.params import GenerationParams, ParamError, image_seed
+from engine.params import GenerationParams, ParamError, batch_key, image_seed
 from engine.profiles import STAGE_LABELS, Profile
+from engine.prompt_encoding import encoded_length
 from engine.rerank import clip_scores
 from storage import repo
 from storage.files import MIME_EXTENSIONS
@@ -29,6 +31,8 @@ from tasks.worker import WorkerContext, worker_context
 
 log = logging.getLogger(__name__)
 
+# Waiting jobs looked at for a place in a batch.
+BATCH_CANDIDATES = 50
 # Seconds between progress writes: fast enough for a live bar, few enough for SQLite.
 PROGRESS_INTERVAL = 0.2
 # A database that is down or restarting: the connection fails (OperationalError) or is lost mid-query.
@@ -72,13 +76,15 @@ class JobReporter:
 
 
 def store_images(context: WorkerContext, job, params: GenerationParams, images_by_stage: dict,
-                 scores: list[float] | None = None, parent_id: str | None = None) -> list[str]:
-    """Write each image's file first, then its row (once per job, stage and index); return the final ids."""
+                 scores: list[float] | None = None, parent_id: str | None = None, provenance: dict | None = None) -> list[str]:
+    """Write each image's file first, then its row (once per job, stage and index); return the final ids.
+    ``provenance`` adds to each image's parameters how it was drawn (e.g. in a batch with other jobs)."""
     final_ids = []
     for stage, images in images_by_stage.items():
         for index, image in enumerate(images):
             # Each image keeps the seed that reproduces it alone.
-            image_params = dict(params.to_dict(), seed=image_seed(params.seed, index), count=1, batch_seed=params.seed, stage=stage)
+            image_params = dict(params.to_dict(), seed=image_seed(params.seed, index), count=1, batch_seed=params.seed, stage=stage,
+                                **(provenance or {}))
             score = scores[index] if scores and stage == "final" else None
             if score is not None:
                 image_params["clip_score"] = score
@@ -163,9 +169,106 @@ def generate_images(context: WorkerContext, job, params: GenerationParams, repor
 
 
 def run_job(context: WorkerContext, job) -> str:
-    """Generate and store a claimed generate job's images; return its final stage label."""
-    generate_images(context, job, GenerationParams.from_dict(job.params), JobReporter(context, job.id))
+    """Generate and store a claimed generate job's images, drawn together with the waiting jobs that can share
+    its batch; return its final stage label."""
+    params = GenerationParams.from_dict(job.params)
+    companions = claim_batch(context, job, params)
+    if companions:
+        return run_batch(context, job, params, companions)
+    generate_images(context, job, params, JobReporter(context, job.id))
     return "done"
+
+
+def claim_batch(context: WorkerContext, job, params: GenerationParams) -> list[tuple[object, GenerationParams]]:
+    """Waiting jobs with ``job``'s batch key (other users' too), oldest first, taken into its batch while the
+    pictures fit the profile's ``batch_max`` on this device."""
+    profile = context.profiles.get(params.profile)
+    key = batch_key(params)
+    if profile is None or key is None:
+        return []
+    room = profile.fast_path(context.cache.placement.device).batch_max - params.count
+    if room <= 0:
+        return []
+    base = context.cache.pipeline(profile, "base")
+    length = encoded_length(base, params.full_prompt, params.full_negative_prompt)
+    companions = []
+    with context.db.session() as session:
+        for other in repo.batch_candidates(session, job.kind, params.profile, job.id, BATCH_CANDIDATES):
+            other_params = GenerationParams.from_dict(other.params)
+            if batch_key(other_params) != key or other_params.count > room or \
+                    encoded_length(base, other_params.full_prompt, other_params.full_negative_prompt) != length:
+                continue
+            if repo.claim_into_batch(session, other.id, job.worker, f"drawn in a batch with job {job.id}"):
+                companions.append((other, other_params))
+                room -= other_params.count
+                if room == 0:
+                    break
+    return companions
+
+
+class BatchReporter:
+    """A batch's progress goes to each of its jobs; the batch stops early only when all of them asked to."""
+
+    def __init__(self, reporters: list[JobReporter]):
+        self.reporters = reporters
+
+    def progress(self, p: StageProgress) -> None:
+        for reporter in self.reporters:
+            reporter.progress(p)
+
+    def should_cancel(self) -> bool:
+        return all([reporter.should_cancel() for reporter in self.reporters])
+
+
+def run_batch(context: WorkerContext, job, params: GenerationParams, companions: list[tuple[object, GenerationParams]]) -> str:
+    """Draw ``job`` and its companions in the same pipeline calls, then store each job's own images and finish
+    the companions; a job cancelled meanwhile keeps nothing, the others are not held back by it."""
+    jobs = [(job, params), *companions]
+    reporters = [JobReporter(context, member.id) for member, _ in jobs]
+    pictures = sum(member_params.count for _, member_params in jobs)
+    reporter = BatchReporter(reporters)
+    try:
+        result = run_cascade(params, job_profile(context, params.profile), context.cache, reporter.progress,
+                             reporter.should_cancel, params.keep_stage_images, loras=job_loras(context, params),
+                             batch=[member_params for _, member_params in companions])
+    except DATABASE_UNREACHABLE:
+        raise  # the companions stay claimed by this worker; their own deliveries run them again
+    except Exception as exc:
+        for member, _ in companions:
+            with context.db.session() as session:
+                repo.finish_job(session, member.id, *job_outcome(exc, member.id))
+        raise
+    parts = result.split([member_params.count for _, member_params in jobs])
+    provenance = {"drawn_with": {"jobs": len(jobs), "pictures": pictures}}
+    for (member, member_params), part, reporter in zip(jobs, parts, reporters):
+        reporter.write(1.0, "saving images")
+        if member is job:
+            continue
+        state, stage, error = JobState.CANCELLED, "cancelled", None
+        if not reporter.cancelled:
+            try:
+                store_images(context, member, member_params, {"final": part.images, **part.stage_images}, provenance=provenance)
+                state, stage = JobState.SUCCEEDED, "done"
+            except DATABASE_UNREACHABLE:
+                raise
+            except Exception as exc:
+                state, stage, error = job_outcome(exc, member.id)
+        with context.db.session() as session:
+            repo.finish_job(session, member.id, state, stage, error)
+    if reporters[0].cancelled:
+        raise Cancelled(f"job {job.id} was cancelled while its batch ran")
+    store_images(context, job, params, {"final": parts[0].images, **parts[0].stage_images}, provenance=provenance)
+    return "done"
+
+
+def job_outcome(exc: Exception, job_id: str) -> tuple[str, str, str | None]:
+    """How a job that raised ``exc`` ended: its state, stage and the message a user reads."""
+    if isinstance(exc, Cancelled):
+        return JobState.CANCELLED, "cancelled", None
+    if isinstance(exc, (ModelUnavailableError, ParamError, JobError, LoraMismatchError)):
+        return JobState.FAILED, "failed", str(exc)
+    log.error("job %s failed", job_id, exc_info=exc)
+    return JobState.FAILED, "failed", f"{type(exc).__name__}: {exc}"
 
 
 def execute(task, job_id: str, work) -> None:
@@ -184,22 +287,17 @@ def execute(task, job_id: str, work) -> None:
 def _claim_and_run(task, job_id: str, work) -> None:
     context = worker_context()
     with context.db.session() as session:
-        job = repo.claim_job(session, job_id, task.request.hostname)
+        job = repo.claim_job(session, job_id, task.request.hostname, timedelta(seconds=context.settings.worker_timeout_s))
     if job is None:
-        log.info("job %s has nothing left to do", job_id)
+        log.info("job %s has nothing left to do here", job_id)
         return
     state, error = JobState.SUCCEEDED, None
     try:
         stage = work(context, job)
-    except Cancelled:
-        state, stage = JobState.CANCELLED, "cancelled"
     except DATABASE_UNREACHABLE:
         raise
-    except (ModelUnavailableError, ParamError, JobError, LoraMismatchError) as exc:
-        state, stage, error = JobState.FAILED, "failed", str(exc)
     except Exception as exc:
-        log.exception("job %s failed", job_id)
-        state, stage, error = JobState.FAILED, "failed", f"{type(exc).__name__}: {exc}"
+        state, stage, error = job_outcome(exc, job_id)
     with context.db.session() as session:
         repo.finish_job(session, job_id, state, stage, error)
         # The parent's heartbeat does not know the pool process's model loads; report them here.
