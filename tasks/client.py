@@ -100,6 +100,7 @@ class FormOptions:
     catalog: Catalog | None = None
     keeps: list[KeepOption] = field(default_factory=list)
     img2img_strength: float = IMG2IMG_STRENGTH
+    fast_problem: str | None = None  # why the profile's fast mode cannot be offered; None when it can
 
     @classmethod
     def of(cls, profile: Profile, catalog: Catalog, categories: dict[str, StyleCategory] | None = None,
@@ -108,7 +109,10 @@ class FormOptions:
         missing are offered with the reason, and the others still work."""
         keeps = [KeepOption(k.name, f"{k.label} · {k.label_zh}", k.default_weight, keep_problem(k, profile, present))
                  for k in KEEPS.values()]
-        return cls(profile=profile, keeps=keeps, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
+        fast = profile.fast_mode
+        fast_problem = (f"The {profile.name} profile has no distilled fast mode." if fast is None else
+                        None if present(fast.model) else f"Fast: its distilled LoRA {fast.model} is not on this machine.")
+        return cls(profile=profile, keeps=keeps, fast_problem=fast_problem, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
                    samplers=list(SAMPLERS), stage_labels={**STAGE_LABELS, **{k.name: f"{k.label} map" for k in KEEPS.values()}},
                    scenes=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.scenes.values()],
                    style_categories=[(f"{c.label} · {c.label_zh}", c.name) for c in (categories or {}).values()],

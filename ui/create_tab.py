@@ -47,7 +47,8 @@ class CreateTab:
             aspect_of(options, width, height), width, height, int(params.get("count", 1)), int(params.get("steps", profile.steps)),
             float(params.get("guidance", profile.guidance)), params.get("sampler", profile.sampler),
             int(params.get("seed", -1)), stages, bool(params.get("keep_stage_images", False)),
-            *self.loras.values_from(params.get("loras", [])),
+            *self.loras.values_from(params.get("loras", [])),  # the style's and fast mode's LoRAs come with them
+            bool(params.get("fast", False)) and profile.fast_mode is not None,
         ]
 
 
@@ -62,7 +63,7 @@ def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State
             with gr.Row():
                 style = gr.Dropdown(options.styles, value="none", label="Style", elem_id="create-style",
                                     info="Choosing a style sets its suggested size, steps and guidance.")
-                sampler = gr.Dropdown(options.samplers, value=profile.sampler, label="Sampler")
+                sampler = gr.Dropdown(options.samplers, value=profile.sampler, label="Sampler", elem_id="create-sampler")
             style_picker = gr.Column()
             with gr.Row():
                 aspect = gr.Dropdown([*options.aspect_ratios, CUSTOM_ASPECT], value=aspect_of(options, *profile.default_size), label="Aspect ratio")
@@ -71,8 +72,8 @@ def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State
                 width = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[0], step=8, label="Width (px)")
                 height = gr.Slider(profile.min_size, profile.max_size, value=profile.default_size[1], step=8, label="Height (px)")
             with gr.Row():
-                steps = gr.Slider(1, options.max_steps, value=profile.steps, step=1, label="Steps")
-                guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance")
+                steps = gr.Slider(1, options.max_steps, value=profile.steps, step=1, label="Steps", elem_id="create-steps")
+                guidance = gr.Slider(0, 30, value=profile.guidance, step=0.5, label="Guidance", elem_id="create-guidance")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
             with gr.Row():
                 stages = gr.CheckboxGroup(
@@ -80,6 +81,13 @@ def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State
                     label="Cascade stages after the base", info=f"Profile {profile.name}: {profile.label}",
                 )
                 keep = gr.Checkbox(value=False, label="Keep each stage's image")
+            fast_mode = profile.fast_mode
+            fast = gr.Checkbox(
+                value=False, label="Fast" + (f": {fast_mode.label}" if fast_mode else ""), elem_id="create-fast",
+                interactive=options.fast_problem is None,
+                info=options.fast_problem or (f"A distilled model draws in {fast_mode.steps} steps at guidance "
+                                              f"{fast_mode.guidance:g}, several times sooner, with less detail; Fast sets "
+                                              "the steps, guidance and sampler for it."))
             loras = build_lora_picker(services, "create-lora")
             with gr.Row():
                 run_button = gr.Button("Generate", variant="primary", elem_id="create-generate")
@@ -99,17 +107,29 @@ def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State
     asset_ids = gr.State([])
     selected = gr.State(None)
     senders.append((send, selected))
-    form = [prompt, negative, style, aspect, width, height, count, steps, guidance, sampler, seed, stages, keep, *loras.inputs]
+    form = [prompt, negative, style, aspect, width, height, count, steps, guidance, sampler, seed, stages, keep, *loras.inputs, fast]
     tab = CreateTab(services, form, loras)
 
-    def on_style(name: str):
+    def on_style(name: str, fast_v: bool):
         suggested = options.style_settings(name)
+        steps_v, guidance_v = (fast_mode.steps, fast_mode.guidance) if fast_v and fast_mode else (suggested["steps"], suggested["guidance"])
         return (aspect_of(options, suggested["width"], suggested["height"]), suggested["width"], suggested["height"],
-                suggested["steps"], suggested["guidance"])
+                steps_v, guidance_v)
 
-    style.input(on_style, style, [aspect, width, height, steps, guidance], api_visibility="private")
+    style.input(on_style, [style, fast], [aspect, width, height, steps, guidance], api_visibility="private")
     with style_picker:
-        build_style_picker(services, style, "create-style-previews", then=(on_style, style, [aspect, width, height, steps, guidance]))
+        build_style_picker(services, style, "create-style-previews",
+                           then=(on_style, [style, fast], [aspect, width, height, steps, guidance]))
+
+    def on_fast(fast_v: bool, style_v: str, stages_v: list[str]):
+        """Fast sets the distilled model's steps, guidance and sampler and drops the refiner, which does not follow
+        it; turning it off brings back the style's steps and guidance and the profile's sampler."""
+        if fast_v and fast_mode:
+            return fast_mode.steps, fast_mode.guidance, fast_mode.sampler, [s for s in stages_v if s != "refiner"]
+        suggested = options.style_settings(style_v)
+        return suggested["steps"], suggested["guidance"], profile.sampler, stages_v
+
+    fast.input(on_fast, [fast, style, stages], [steps, guidance, sampler, stages], api_visibility="private")
 
     def on_aspect(choice: str, w: int, h: int):
         if choice == CUSTOM_ASPECT:
@@ -123,11 +143,11 @@ def build_create_tab(services: Services, senders: list[tuple[gr.Button, gr.State
     # The LoRA slots are named parameters with defaults, so API callers of /generate may leave them out.
     def run(prompt_v, negative_v, style_v, _aspect, width_v, height_v, count_v, steps_v, guidance_v, sampler_v,
             seed_v, stages_v, keep_v, lora_1=None, weight_1=1.0, lora_2=None, weight_2=1.0, lora_3=None, weight_3=1.0,
-            request: gr.Request | None = None, progress=gr.Progress()):
+            fast_v=False, request: gr.Request | None = None, progress=gr.Progress()):
         raw = dict(prompt=prompt_v, negative_prompt=negative_v, style=style_v, width=width_v, height=height_v,
                    count=count_v, steps=steps_v, guidance=guidance_v, sampler=sampler_v,
                    seed=None if seed_v is None or seed_v < 0 else seed_v, stages=stages_v, keep_stage_images=keep_v,
-                   loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]))
+                   loras=LoraPicker.request([lora_1, weight_1, lora_2, weight_2, lora_3, weight_3]), fast=bool(fast_v))
         owner = services.owner(request)
         job = yield from follow_job(services, owner, "generate", raw, "create", progress, "Generation",
                                     lambda job_id, status: (job_id, [], [], status))
