@@ -166,6 +166,10 @@ def models(args: argparse.Namespace) -> None:
             else:
                 state = "missing (not local, not cached, hub unreachable)"
             print(f"  {role:10} {spec.model}  [{state}]")
+        if profile.fast_mode:
+            fast = profile.fast_mode
+            state = "available" if model_obtainable(fast.model, (fast.weight_name,)) else "missing (not local, not cached, hub unreachable)"
+            print(f"  {'fast':10} {fast.model} {fast.weight_name}  ({fast.label}) [{state}]")
 
 
 def styles(args: argparse.Namespace) -> None:

@@ -198,16 +198,17 @@ def cuda_present() -> bool:
         return False
 
 
-def model_obtainable(model: str) -> bool:
-    """A local folder exists, the hub id is in the local cache, or the hub answers for it."""
+def model_obtainable(model: str, files: tuple[str, ...] = ("model_index.json", "config.json")) -> bool:
+    """A local folder exists, the hub id is in the local cache (one of ``files`` is), or the hub answers for it."""
     if Path(model).exists():
         return True
     if "/" not in model or model.startswith(("/", ".")):
         return False
     from huggingface_hub import model_info, try_to_load_from_cache
 
-    # A pipeline's cache has model_index.json; a single model's (a ControlNet, a transformers model) config.json.
-    if any(isinstance(try_to_load_from_cache(model, name), str) for name in ("model_index.json", "config.json")):
+    # A pipeline's cache has model_index.json; a single model's (a ControlNet, a transformers model) config.json;
+    # an adapter's, its weight file.
+    if any(isinstance(try_to_load_from_cache(model, name), str) for name in files):
         return True
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False

@@ -104,14 +104,14 @@ class FormOptions:
 
     @classmethod
     def of(cls, profile: Profile, catalog: Catalog, categories: dict[str, StyleCategory] | None = None,
-           present: Callable[[str], bool] = model_obtainable) -> "FormOptions":
+           present: Callable[..., bool] = model_obtainable) -> "FormOptions":
         """``present`` tells whether a model is on this machine (or can be fetched): keeps whose models are
         missing are offered with the reason, and the others still work."""
         keeps = [KeepOption(k.name, f"{k.label} · {k.label_zh}", k.default_weight, keep_problem(k, profile, present))
                  for k in KEEPS.values()]
         fast = profile.fast_mode
         fast_problem = (f"The {profile.name} profile has no distilled fast mode." if fast is None else
-                        None if present(fast.model) else f"Fast: its distilled LoRA {fast.model} is not on this machine.")
+                        None if present(fast.model, (fast.weight_name,)) else f"Fast: its distilled LoRA {fast.model} is not on this machine.")
         return cls(profile=profile, keeps=keeps, fast_problem=fast_problem, styles=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.styles.values()],
                    samplers=list(SAMPLERS), stage_labels={**STAGE_LABELS, **{k.name: f"{k.label} map" for k in KEEPS.values()}},
                    scenes=[(f"{s.label} · {s.label_zh}", s.name) for s in catalog.scenes.values()],
