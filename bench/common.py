@@ -1,9 +1,12 @@
-"""What the benchmark scripts share: timing a call, waiting for the GPU, and describing the machine."""
+"""What the benchmark scripts share: timing a call, waiting for the GPU, describing the machine and the command,
+and keeping the libraries' notices and progress bars out of the output."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +41,25 @@ def machine(device: str, activity: str, libraries: dict[str, str]) -> str:
     return (f"{platform.node()}, {platform.platform()}, {cpu}, {os.cpu_count()} CPUs, torch threads "
             f"{torch.get_num_threads()}; {activity} on {where}; python {platform.python_version()}, torch "
             f"{torch.__version__}, {versions}")
+
+
+def command_line() -> str:
+    """The command as run from the repository root (the interpreter as .venv/bin/python when it is the repo's)."""
+    python = Path(sys.executable)
+    root = Path(__file__).resolve().parents[1]
+    shown = str(python.relative_to(root)) if python.is_relative_to(root) else python.name
+    return shlex.join([shown, *sys.argv])
+
+
+def quiet_libraries() -> None:
+    """No progress bars and no notices from transformers and diffusers between a bench's own lines."""
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
 
 
 def onnx_runtime() -> str:

@@ -8,11 +8,12 @@ request's (resolution: the profile's native size unless --resolution).
 
   --arch tiny   the tiny profile, loaded through ``PipelineCache`` as the worker loads it (built into a
                 temporary folder unless --models-dir already holds it). Runs on the CPU in seconds.
-  --arch sd15   a pipeline built in memory with the real denoiser and VAE of stable-diffusion-v1-5 and
-  --arch sdxl   stable-diffusion-xl-base-1.0 (bench/configs/*_unet.json and *_vae.json are their published
-                config.json files) and random weights, which time like the real ones. The text encoders
-                have the real widths (SD 1.5: CLIP-L 768; SDXL: CLIP-L 768 and OpenCLIP-bigG 1280 with its
-                1280-wide projection) but --text-encoder-layers layers (default 2; 0 = the real 12 and 32):
+  --arch sd15   a pipeline built in memory (bench/architectures.py) with the real denoiser and VAE of
+  --arch sdxl   stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0 (bench/configs/*_unet.json and
+                *_vae.json are their published config.json files) and random weights, which time like the
+                real ones. The text encoders have the real widths (SD 1.5: CLIP-L 768; SDXL: CLIP-L 768
+                and OpenCLIP-bigG 1280 with its 1280-wide projection) but --text-encoder-layers layers
+                (default 2; 0 = the real 12 and 32):
                 with the text encoders frozen the trainer encodes the captions once, so their depth only
                 shows in "encode s" and in the text-encoder rows. The tokenizer is the tiny profile's (one
                 token per character). Meant for a GPU; on the CPU they run only with --allow-cpu, as a
@@ -50,15 +51,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
-import shlex
 import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,46 +70,28 @@ import numpy as np  # noqa: E402
 import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from diffusers import (  # noqa: E402
-    AutoencoderKL,
-    EulerDiscreteScheduler,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
-)
 from PIL import Image  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
-from bench.common import machine, sync  # noqa: E402
+from bench.architectures import (  # noqa: E402
+    TINY_CPU_THREADS,
+    build_real,
+    parameters,
+    text_encoder_depth,
+    tiny_models_dir,
+    tiny_tokenizer,
+)
+from bench.common import command_line, machine, quiet_libraries, sync  # noqa: E402
 from engine.cascade import Cancelled  # noqa: E402
 from engine.loader import PipelineCache, Placement  # noqa: E402
 from engine.lora_request import MAX_TRAIN_STEPS, RANKS, resolve_training, training_resolution  # noqa: E402
 from engine.lora_training import LoraTrainer, TrainingExample, _Checkpoints  # noqa: E402
 from engine.params import ParamError  # noqa: E402
 from engine.profiles import load_profiles  # noqa: E402
-from engine.tiny import build_tiny_profile, tiny_profile_present  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
 ARCHS = ("tiny", "sd15", "sdxl")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGES = 5
 TRIGGER = "benchstyle"
-# The tiny denoiser's steps take milliseconds: a second thread gains little and, whenever another process
-# keeps a core busy, stalls steps for seconds (as tests/unit/test_lora_training.py notes).
-TINY_CPU_THREADS = 1
-# The published text encoders' sizes (CLIP ViT-L/14's, and OpenCLIP ViT-bigG/14's for SDXL's second).
-CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
-          "hidden_act": "quick_gelu", "projection_dim": 768}
-OPENCLIP_BIGG = {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
-                 "hidden_act": "gelu", "projection_dim": 1280}
-# The published schedulers' configs (scheduler/scheduler_config.json; from_config keeps the keys a class does not
-# take, as loading them does); the trainer makes a DDPMScheduler of them.
-SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
-SD15_SCHEDULER = {**SD_BETAS, "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1}
-SDXL_SCHEDULER = {**SD_BETAS, "clip_sample": False, "interpolation_type": "linear", "prediction_type": "epsilon",
-                  "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
-                  "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
 
 
 # --- the data set ----------------------------------------------------------------------------------------
@@ -127,78 +107,6 @@ def gradient_images(resolution: int, count: int = IMAGES, seed: int = 0) -> list
         pixels = np.round(start + (end - start) * ramp).astype(np.uint8)
         examples.append(TrainingExample(Image.fromarray(pixels), f"gradient {index}"))
     return examples
-
-
-# --- the pipelines ---------------------------------------------------------------------------------------
-
-def tiny_models_dir(models_dir: Path, tmp: str, tokenizer_only: bool) -> Path:
-    """A models folder holding the whole tiny profile (or, with ``tokenizer_only``, its tokenizer):
-    ``models_dir`` if it does, else one built in ``tmp``."""
-    if tiny_profile_present(models_dir / "tiny") or (
-            tokenizer_only and (models_dir / "tiny" / "base" / "tokenizer" / "tokenizer_config.json").is_file()):
-        return models_dir
-    built = Path(tmp) / "models"
-    print("building the tiny profile (not timed) ...", flush=True)
-    build_tiny_profile(built / "tiny")
-    return built
-
-
-def text_encoder(cls, dims: dict, layers: int, tokenizer: CLIPTokenizer):
-    config = CLIPTextConfig(**dict(dims, num_hidden_layers=layers or dims["num_hidden_layers"]),
-                            vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id)
-    return cls(config)
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype):
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
-
-
-def build_real(arch: str, tokenizer: CLIPTokenizer, device: str, dtype: torch.dtype, te_layers: int):
-    """The SD 1.5 or SDXL pipeline with the published denoiser and VAE configs and random weights, built
-    straight on ``device`` in ``dtype`` (the modules' default initialisation)."""
-    unet_config = json.loads((CONFIGS / f"{arch}_unet.json").read_text())
-    vae_config = json.loads((CONFIGS / f"{arch}_vae.json").read_text())
-    torch.manual_seed(0)
-    # Initialised where and as they will train: no float32 copy first (SDXL's alone is 10.3 GB).
-    with torch.device(device), default_dtype(dtype):
-        unet = UNet2DConditionModel.from_config(unet_config).to(dtype)
-        vae = AutoencoderKL.from_config(vae_config).to(dtype)
-        text_encoder_1 = text_encoder(CLIPTextModel, CLIP_L, te_layers, tokenizer).to(dtype)
-        text_encoder_2 = None
-        if arch == "sdxl":
-            text_encoder_2 = text_encoder(CLIPTextModelWithProjection, OPENCLIP_BIGG, te_layers, tokenizer).to(dtype)
-    if arch == "sd15":
-        pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoder_1, tokenizer=tokenizer, unet=unet,
-            scheduler=PNDMScheduler.from_config(SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    else:
-        pipe = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text_encoder_1, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def text_encoder_depth(arch: str, layers: int) -> str:
-    published = (CLIP_L["num_hidden_layers"],) + ((OPENCLIP_BIGG["num_hidden_layers"],) if arch == "sdxl" else ())
-    if not layers:
-        return f"the published {' and '.join(map(str, published))} layers"
-    return f"{layers} layers{' each' if arch == 'sdxl' else ''}, not {' and '.join(map(str, published))}"
-
-
-def parameters(module) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
 # --- one configuration -----------------------------------------------------------------------------------
@@ -338,11 +246,8 @@ def main() -> None:
         sys.exit(f"--warmup + --steps must be at most {MAX_TRAIN_STEPS}")
     if args.text_encoder_layers < 0:
         sys.exit("--text-encoder-layers must be 0 (the real depth) or more")
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]), flush=True)
+    quiet_libraries()
+    print("command: " + command_line(), flush=True)
 
     device = Placement.choose(args.device).device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -367,8 +272,7 @@ def main() -> None:
         training_request(args, profile, False)  # refuse a bad rank or batch size before building anything
         start = time.perf_counter()
         if real:
-            tokenizer = CLIPTokenizer.from_pretrained(str(models_dir / "tiny" / "base"), subfolder="tokenizer")
-            base = build_real(args.arch, tokenizer, device, dtype, args.text_encoder_layers)
+            base = build_real(args.arch, tiny_tokenizer(models_dir), device, dtype, args.text_encoder_layers)
             how = "built with random weights"
         else:
             base = PipelineCache(Placement(device=device, dtype=dtype)).pipeline(profile, "base")
