@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from datetime import timedelta
 
 from PIL import Image
@@ -180,8 +181,8 @@ def run_job(context: WorkerContext, job) -> str:
 
 
 def claim_batch(context: WorkerContext, job, params: GenerationParams) -> list[tuple[object, GenerationParams]]:
-    """Waiting jobs with ``job``'s batch key (other users' too), oldest first, taken into its batch while the
-    pictures fit the profile's ``batch_max`` on this device."""
+    """Waiting jobs with ``job``'s batch key (other users' too, one user at a time), taken into its batch while
+    the pictures fit the profile's ``batch_max`` on this device."""
     profile = context.profiles.get(params.profile)
     key = batch_key(params)
     if profile is None or key is None:
@@ -192,14 +193,21 @@ def claim_batch(context: WorkerContext, job, params: GenerationParams) -> list[t
     base = context.cache.pipeline(profile, "base")
     length = encoded_length(base, params.full_prompt, params.full_negative_prompt)
     companions = []
+    taken = Counter({job.owner_id: 1})
     with context.db.session() as session:
-        for other in repo.batch_candidates(session, job.kind, params.profile, job.id, BATCH_CANDIDATES):
+        waiting = repo.batch_candidates(session, job.kind, params.profile, job.id, BATCH_CANDIDATES)
+        while waiting:
+            # Fair as the queue is: the oldest job of the user with the fewest in the batch comes first, so one
+            # user's backlog does not fill every place while another user's job waits.
+            other = min(waiting, key=lambda candidate: taken[candidate.owner_id])
+            waiting.remove(other)
             other_params = GenerationParams.from_dict(other.params)
             if batch_key(other_params) != key or other_params.count > room or \
                     encoded_length(base, other_params.full_prompt, other_params.full_negative_prompt) != length:
                 continue
             if repo.claim_into_batch(session, other.id, job.worker, f"drawn in a batch with job {job.id}"):
                 companions.append((other, other_params))
+                taken[other.owner_id] += 1
                 room -= other_params.count
                 if room == 0:
                     break

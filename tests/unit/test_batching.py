@@ -124,3 +124,12 @@ def test_a_batch_of_one_job_alone_runs_as_before(context):
     run_job(context, claim(context, lone))
     assert len(job_pictures(context, lone)) == 2 and "drawn_with" not in job_pictures(context, lone)[0][0]
     assert job_state(context, seamless) == JobState.QUEUED
+
+
+def test_one_users_backlog_does_not_fill_the_batch_before_another_users_job(context):
+    first = submit(context, "alice", prompt="a red fox", seed=1)
+    backlog = [submit(context, "alice", prompt=f"a red fox {i}", seed=10 + i) for i in range(4)]
+    bob = submit(context, "bob", prompt="a blue whale", seed=2)
+    run_job(context, claim(context, first))
+    assert job_state(context, bob) == JobState.SUCCEEDED
+    assert [job_state(context, job_id) for job_id in backlog] == [JobState.SUCCEEDED] * 2 + [JobState.QUEUED] * 2
